@@ -1,0 +1,156 @@
+"""Hidden checks for Exercise 1 (memory calculator).
+
+Each check grades one answer on fixed facts from the lesson and on parameter counts drawn with a
+fresh seed, with reference versions of the answer's dependencies swapped in."""
+import math
+import random
+from collections.abc import Mapping
+
+from graders._core import call, fail, fresh_seed, lookup, passed, seeded, using_reference
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
+TRAINING_BYTES = {"weights_bf16": 2, "gradients_bf16": 2, "adam_momentum": 4, "adam_variance": 4}
+UNKNOWN_DTYPES = ["int3", "float12", "qint7", "not-a-dtype"]  # nothing a student would map on purpose
+
+
+# Reference answers: swapped in so that one answer's mistake never costs another answer's points.
+def bytes_per_param(dtype):
+    if dtype not in BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return BYTES[dtype]
+
+
+def memory_for_inference(num_params, dtype="float16"):
+    return num_params * bytes_per_param(dtype)
+
+
+def memory_for_training(num_params):
+    parts = {key: num_params * size for key, size in TRAINING_BYTES.items()}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def to_gb(num_bytes):
+    return num_bytes / 1e9
+
+
+REFERENCE = {"bytes_per_param": bytes_per_param, "memory_for_inference": memory_for_inference,
+             "memory_for_training": memory_for_training, "to_gb": to_gb}
+
+
+def _number(value, what):
+    """`value` as a float, or a failure that says what came back instead of a number."""
+    if isinstance(value, bool) or value is None:
+        fail(f"{what} should be a number, but it returned {value!r}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        fail(f"{what} should be a number, but it returned {value!r} ({type(value).__name__}).")
+
+
+def _param_counts(seed):
+    """Parameter counts from GPT-2 small to beyond 70B, odd ones included (int4 gives half bytes)."""
+    with seeded(seed):
+        counts = [random.randint(10**6, 10**8), random.randint(10**8, 10**10) | 1,
+                  random.randint(10**10, 2 * 10**11)]
+    return [124_439_808, 7_000_000_000] + counts
+
+
+def check_bytes_per_param(ns):
+    fn = lookup(ns, "bytes_per_param")
+    for dtype, expected in BYTES.items():
+        got = _number(call(fn, dtype, what=f"bytes_per_param({dtype!r})"), f"bytes_per_param({dtype!r})")
+        if got == 8 * expected:
+            fail(f"bytes_per_param({dtype!r}) returned {got:g}: that is bits; the answer is in bytes "
+                 f"({expected:g}).")
+        if not math.isclose(got, expected, rel_tol=1e-9):
+            fail(f"bytes_per_param({dtype!r}): expected {expected:g} bytes, got {got:g}.")
+    seed = fresh_seed()
+    with seeded(seed):
+        unknown = random.choice(UNKNOWN_DTYPES)
+    try:
+        result = fn(unknown)
+    except (ValueError, KeyError):
+        pass
+    except NotImplementedError:
+        fail("bytes_per_param is not implemented yet: replace `raise NotImplementedError()` with your code.")
+    except Exception as error:  # noqa: BLE001
+        fail(f"bytes_per_param({unknown!r}) raised {type(error).__name__}: {error}; an unknown dtype should "
+             "raise ValueError (or KeyError) with a message naming it.")
+    else:
+        fail(f"bytes_per_param({unknown!r}) returned {result!r} for a dtype it does not know; it should raise "
+             "ValueError (or KeyError), so a typo can't silently turn into a memory figure.")
+    passed("bytes_per_param: float32 4, float16 2, bfloat16 2, int8 1, int4 0.5, and an unknown dtype raises.")
+
+
+def check_memory_for_inference(ns):
+    fn = lookup(ns, "memory_for_inference")
+    seed = fresh_seed()
+    with using_reference(ns, bytes_per_param=bytes_per_param):
+        for n in _param_counts(seed):
+            for dtype, size in BYTES.items():
+                what = f"memory_for_inference({n:_}, {dtype!r})"
+                got = _number(call(fn, n, dtype, what=what), what)
+                expected = n * size
+                if math.isclose(got, expected / 1e9, rel_tol=1e-6) or math.isclose(got, expected / 2**30, rel_tol=1e-6):
+                    fail(f"{what} returned {got:,.3f}: that looks like GB; the answer is in bytes "
+                         f"({expected:,.1f}). Convert with to_gb only when you print. (seed {seed})")
+                if math.isclose(got, 8 * expected, rel_tol=1e-9):
+                    fail(f"{what} returned {got:,.0f}: that is bits; expected {expected:,.1f} bytes. (seed {seed})")
+                if abs(got - expected) > 1:  # 1 byte of slack: rounding a packed int4 count up is fine
+                    fail(f"{what}: expected {expected:,.1f} bytes ({size:g} per parameter), got {got:,.1f}. "
+                         f"(seed {seed})")
+            what = f"memory_for_inference({n:_}) with the default dtype"
+            got = _number(call(fn, n, what=what), what)
+            if abs(got - 2 * n) > 1:
+                fail(f"{what}: the default dtype is float16, so expected {2 * n:,} bytes, got {got:,.1f}. "
+                     f"(seed {seed})")
+            what = f"memory_for_inference({n:_}, dtype='int8')"
+            got = _number(call(fn, n, dtype="int8", what=what), what)
+            if abs(got - n) > 1:
+                fail(f"{what} (dtype passed by keyword): expected {n:,} bytes, got {got:,.1f}. (seed {seed})")
+    passed(f"memory_for_inference: every dtype on {len(_param_counts(seed))} parameter counts (seed {seed}).")
+
+
+def check_memory_for_training(ns):
+    fn = lookup(ns, "memory_for_training")
+    seed = fresh_seed()
+    with using_reference(ns, bytes_per_param=bytes_per_param, memory_for_inference=memory_for_inference,
+                         to_gb=to_gb):
+        for n in _param_counts(seed):
+            what = f"memory_for_training({n:_})"
+            parts = call(fn, n, what=what)
+            if not isinstance(parts, Mapping):
+                fail(f"{what} should return a dict, but it returned a {type(parts).__name__}.")
+            missing = [key for key in [*TRAINING_BYTES, "total"] if key not in parts]
+            if missing:
+                fail(f"{what} returned a dict without the key(s) {missing}; it needs "
+                     f"{[*TRAINING_BYTES, 'total']} (it has {list(parts)}).")
+            values = {key: _number(parts[key], f"{what}[{key!r}]") for key in [*TRAINING_BYTES, "total"]}
+            for key, size in TRAINING_BYTES.items():
+                if abs(values[key] - n * size) > 1:
+                    per = values[key] / n
+                    fail(f"{what}[{key!r}]: expected {n * size:,} bytes ({size} per parameter), got "
+                         f"{values[key]:,.1f} ({per:g} per parameter). (seed {seed})")
+            if abs(values["total"] - 12 * n) > 1:
+                fail(f"{what}['total']: expected {12 * n:,} bytes (2 + 2 + 4 + 4 = 12 per parameter), got "
+                     f"{values['total']:,.1f} ({values['total'] / n:g} per parameter). (seed {seed})")
+    passed(f"memory_for_training: all four parts and the total on {len(_param_counts(seed))} parameter counts "
+           f"(seed {seed}).")
+
+
+def check_to_gb(ns):
+    fn = lookup(ns, "to_gb")
+    seed = fresh_seed()
+    with seeded(seed):
+        sizes = [84_000_000_000, 248_879_616, 1] + [random.randint(1, 10**12) for _ in range(5)]
+    for num_bytes in sizes:
+        got = _number(call(fn, num_bytes, what=f"to_gb({num_bytes:_})"), f"to_gb({num_bytes:_})")
+        expected = num_bytes / 1e9
+        if math.isclose(got, num_bytes / 2**30, rel_tol=1e-9) and num_bytes > 1:
+            fail(f"to_gb({num_bytes:_}) returned {got!r}: that is GiB (2**30 bytes); the course uses decimal GB, "
+                 f"1 GB = 10**9 bytes, so expected {expected!r}.")
+        if not math.isclose(got, expected, rel_tol=1e-9):
+            fail(f"to_gb({num_bytes:_}): expected {expected!r} (bytes / 1e9, not rounded), got {got!r}. "
+                 f"(seed {seed})")
+    passed(f"to_gb: {len(sizes)} sizes, decimal GB (seed {seed}).")

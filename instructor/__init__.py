@@ -1,0 +1,1 @@
+"""Instructor tooling: build the student and solution versions, autograde, report scores."""

@@ -1,0 +1,22 @@
+import os
+import sys
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Tests never touch the network, and keep notebook training loops to a few steps.
+os.environ["COURSE_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("COURSE_MAX_STEPS", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from tests import course  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def graded_course(tmp_path_factory):
+    """A scratch course root with every assignment released: one per test worker."""
+    return course.ScratchCourse(tmp_path_factory.mktemp("course"))

@@ -1,0 +1,67 @@
+"""Graders fail real mistakes and accept every correct solution, proven through nbgrader itself.
+
+For each graded answer, tests/answers/<assignment>.py lists realistic wrong versions and a correct
+one written differently. A wrong answer must lose exactly its own test cells' points."""
+import importlib.util
+
+import pytest
+
+from instructor.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, notebook_path, read_notebook
+from tests.course import HAS_CUDA, answers_module, cell_output_text, solution_cells, tests_of, with_cell
+
+pytestmark = pytest.mark.slow
+
+WITH_ANSWERS = [a for a in ASSIGNMENTS if importlib.util.find_spec(f"tests.answers.{a}")]
+
+
+def _cases(kind):
+    for a in WITH_ANSWERS:
+        module = answers_module(a)
+        if kind == "wrong":
+            for answer, variants in module.WRONG.items():
+                for label, source in variants:
+                    yield pytest.param(a, answer, source, id=f"{a}:{answer}:{label}")
+        else:
+            for answer, source in module.ALTERNATIVE.items():
+                yield pytest.param(a, answer, source, id=f"{a}:{answer}")
+
+
+def _cpu_only_blind(scores, grade_id):
+    return grade_id.startswith(CUDA_TEST_PREFIX) and not HAS_CUDA
+
+
+@pytest.mark.parametrize("assignment", WITH_ANSWERS)
+def test_every_answer_has_wrong_and_alternative_versions(assignment):
+    module = answers_module(assignment)
+    source = read_notebook(notebook_path(assignment))
+    for answer in solution_cells(source):
+        assert tests_of(source, answer), f"{answer} has no test cell named test_{answer}"
+        assert len(module.WRONG.get(answer, [])) >= 2, f"{answer}: fewer than two realistic wrong answers"
+        assert answer in module.ALTERNATIVE, f"{answer}: no alternative correct answer"
+
+
+@pytest.mark.parametrize("assignment, answer, source", list(_cases("wrong")))
+def test_wrong_answer_loses_exactly_its_points(graded_course, assignment, answer, source):
+    solution = graded_course.notebook(assignment, "solution")
+    own = tests_of(solution, answer)
+    if not HAS_CUDA and all(g.startswith(CUDA_TEST_PREFIX) for g in own):
+        pytest.skip(f"{answer} is graded only on a CUDA GPU (see docs/gpu.md for the GPU run)")
+    scores, graded = graded_course.grade(assignment, with_cell(solution, answer, source))
+    for grade_id, (score, max_score) in scores.items():
+        if _cpu_only_blind(scores, grade_id):
+            continue
+        said = cell_output_text(graded, grade_id)
+        if grade_id in own:
+            assert score == 0, f"the wrong answer still earned {grade_id}"
+            assert "CheckFailed" in said, f"{grade_id} failed without a grader message:\n{said}"
+        else:
+            assert score == max_score, f"a wrong {answer} also cost {grade_id}:\n{said}"
+
+
+@pytest.mark.parametrize("assignment, answer, source", list(_cases("alternative")))
+def test_alternative_correct_answer_keeps_full_marks(graded_course, assignment, answer, source):
+    solution = graded_course.notebook(assignment, "solution")
+    scores, graded = graded_course.grade(assignment, with_cell(solution, answer, source))
+    for grade_id, (score, max_score) in scores.items():
+        if not _cpu_only_blind(scores, grade_id):
+            assert score == max_score, f"{grade_id}: {score}/{max_score}\n{cell_output_text(graded, grade_id)}"

@@ -1,0 +1,45 @@
+"""release/ and solution/ are exactly what nbgrader generates from source/, and release/ gives nothing away."""
+import re
+
+import pytest
+
+from instructor.notebooks import ASSIGNMENTS, notebook_path, read_notebook
+from tests.course import ScratchCourse
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    scratch = ScratchCourse(tmp_path_factory.mktemp("regen"))
+    for assignment in ASSIGNMENTS:
+        scratch.release(assignment)
+    return scratch
+
+
+@pytest.mark.parametrize("step", ["release", "solution"])
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_generated_versions_are_in_sync_with_source(regenerated, assignment, step):
+    committed = read_notebook(notebook_path(assignment, step))
+    assert committed == regenerated.notebook(assignment, step), (
+        f"{step}/{assignment} is out of date: run `make build` and commit it")
+
+
+def _solution_lines(assignment):
+    """Substantive lines of every solution region in the source notebook."""
+    lines = []
+    for cell in read_notebook(notebook_path(assignment))["cells"]:
+        body = "".join(cell["source"])
+        for region in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", body, re.S):
+            lines += [ln.strip() for ln in region.splitlines()
+                      if len(ln.strip()) > 12 and not ln.strip().startswith("#")]
+    return lines
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_holds_no_solutions_or_hidden_tests(assignment):
+    release = read_notebook(notebook_path(assignment, "release"))
+    everything = "\n".join("".join(c["source"]) for c in release["cells"])
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "graders"):
+        assert marker not in everything, f"release/{assignment} contains {marker!r}"
+    code = "\n".join("".join(c["source"]) for c in release["cells"] if c["cell_type"] == "code")
+    leaked = [ln for ln in _solution_lines(assignment) if ln in code]
+    assert not leaked, f"solution code visible to students: {leaked[:3]}"

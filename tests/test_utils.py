@@ -1,0 +1,81 @@
+"""The helpers the notebooks and graders share."""
+import subprocess
+
+import pytest
+import torch
+
+import colab_setup
+from graders import _core
+from utils import device, load_gpt2, load_shakespeare, load_tokenizer, is_standin, parameter_bytes
+from utils.selfcheck import CheckFailed, expect_close
+
+
+def test_offline_standin_has_gpt2_small_exact_size():
+    model = load_gpt2()
+    assert is_standin(model)
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+    assert parameter_bytes(model) == 124_439_808 * 4 + sum(b.numel() * 4 for b in model.buffers())
+    assert model.transformer.h[0].attn.c_attn.weight.shape == (768, 2304)  # Conv1D: (in, out)
+
+
+def test_standin_tokenizer_round_trips_shakespeare():
+    tokenizer = load_tokenizer()
+    line = "First Citizen:\nBefore we proceed any further, hear me speak."
+    ids = tokenizer(line)["input_ids"]
+    assert tokenizer.decode(ids) == line and len(ids) < len(line) / 2
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_offline_text_is_the_bundled_coriolanus():
+    text = load_shakespeare(2000)
+    assert text.startswith("First Citizen:\nBefore we proceed") and len(text) == 2000
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cpu_only_machine_gets_clear_messages():
+    assert device.pick_compute_dtype() == torch.float32 and not device.supports_bf16()
+    with pytest.raises(device.NoCudaError, match="needs a CUDA GPU"):
+        device.require_cuda("Measuring GPU memory")
+    assert device.NoCudaError("x")._render_traceback_() == ["NoCudaError: x"]
+
+
+def test_colab_setup_never_installs_outside_colab(monkeypatch, capsys):
+    monkeypatch.setitem(colab_setup.COLAB_PACKAGES, "surely_not_a_module_xyz", "surely-not-a-package")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip must not run outside Colab"))
+    colab_setup.setup()
+    out = capsys.readouterr().out
+    assert "surely-not-a-package" in out and "requirements-lock.txt" in out and "torch" in out
+
+
+def test_checks_fail_with_one_line_messages():
+    with pytest.raises(CheckFailed, match="expected 84,000,000,000") as info:
+        expect_close(83e9, 84e9, "total")
+    assert info.value._render_traceback_() == ["\u2717 total: expected 84,000,000,000, got 83,000,000,000."]
+    with pytest.raises(CheckFailed, match="expected the number"):
+        expect_close("84 GB", 84e9, "total")
+
+
+def test_grader_core_names_student_errors_and_restores_namespace():
+    def stub(x):
+        raise NotImplementedError()
+
+    def broken(x):
+        return x[5]
+
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        _core.call(stub, 1, what="stub(1)")
+    with pytest.raises(CheckFailed, match=r"broken\(\[1\]\) raised IndexError"):
+        _core.call(broken, [1], what="broken([1])")
+    with pytest.raises(CheckFailed, match="`missing` is not defined"):
+        _core.lookup({}, "missing")
+    ns = {"helper": "student's"}
+    with _core.using_reference(ns, helper="reference", extra=1):
+        assert ns == {"helper": "reference", "extra": 1}
+    assert ns == {"helper": "student's"}
+
+
+def test_instructor_cli_rejects_unknown_assignment(capsys):
+    from instructor.__main__ import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "ex9_nothing"])
+    assert exit_.value.code == 2 and "unknown assignment" in capsys.readouterr().err
