@@ -28,7 +28,7 @@ def solution_cells(nb: dict) -> list:
             if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
 
 
-def tests_of(nb: dict, answer: str) -> list:
+def cells_grading(nb: dict, answer: str) -> list:
     return [g for g in grade_cells(nb) if answer_of(g) == answer]
 
 
@@ -62,12 +62,14 @@ class ScratchCourse:
         nbgrader_ops.generate_solution(assignment, self.root)
 
     def notebook(self, assignment, step) -> dict:
+        """The `step` ("release" or "solution") version of an assignment, released on first use."""
+        if not notebook_path(assignment, step, self.root).exists():
+            self.release(assignment)
         return read_notebook(notebook_path(assignment, step, self.root))
 
     def grade(self, assignment: str, nb: dict):
         """Autograde `nb` as a new student's submission; return (cell scores, graded notebook)."""
-        if not notebook_path(assignment, "release", self.root).exists():
-            self.release(assignment)
+        self.notebook(assignment, "release")  # the gradebook must know the assignment
         self._count += 1
         student = f"s{self._count}"
         path = self.root / "upload.ipynb"
@@ -84,7 +86,7 @@ def cell_output_text(nb: dict, grade_id: str) -> str:
             parts = []
             for out in cell.get("outputs", []):
                 parts.append("".join(out.get("text", "")))
-                parts.append(out.get("evalue", ""))
+                parts.append(f"{out.get('ename', '')}: {out.get('evalue', '')}")
                 parts.extend(out.get("traceback", []))
             return "\n".join(parts)
     raise KeyError(grade_id)

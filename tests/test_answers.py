@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from instructor.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, notebook_path, read_notebook
-from tests.course import HAS_CUDA, answers_module, cell_output_text, solution_cells, tests_of, with_cell
+from tests.course import HAS_CUDA, answers_module, cell_output_text, solution_cells, cells_grading, with_cell
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_every_answer_has_wrong_and_alternative_versions(assignment):
     module = answers_module(assignment)
     source = read_notebook(notebook_path(assignment))
     for answer in solution_cells(source):
-        assert tests_of(source, answer), f"{answer} has no test cell named test_{answer}"
+        assert cells_grading(source, answer), f"{answer} has no test cell named test_{answer}"
         assert len(module.WRONG.get(answer, [])) >= 2, f"{answer}: fewer than two realistic wrong answers"
         assert answer in module.ALTERNATIVE, f"{answer}: no alternative correct answer"
 
@@ -43,7 +43,7 @@ def test_every_answer_has_wrong_and_alternative_versions(assignment):
 @pytest.mark.parametrize("assignment, answer, source", list(_cases("wrong")))
 def test_wrong_answer_loses_exactly_its_points(graded_course, assignment, answer, source):
     solution = graded_course.notebook(assignment, "solution")
-    own = tests_of(solution, answer)
+    own = cells_grading(solution, answer)
     if not HAS_CUDA and all(g.startswith(CUDA_TEST_PREFIX) for g in own):
         pytest.skip(f"{answer} is graded only on a CUDA GPU (see docs/gpu.md for the GPU run)")
     scores, graded = graded_course.grade(assignment, with_cell(solution, answer, source))

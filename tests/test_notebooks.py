@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from instructor.notebooks import ASSIGNMENTS, notebook_path, read_notebook, setup_cells
-from tests.course import solution_cells, tests_of
+from tests.course import solution_cells, cells_grading
 
 
 def cells(assignment):
@@ -48,7 +48,7 @@ def test_nbgrader_metadata_is_sound(assignment):
             hidden = text(cell).split("### BEGIN HIDDEN TESTS")
             assert len(hidden) == 2 and "graders" in hidden[1], f"{meta['grade_id']}: hidden tests must call graders/"
     for answer in answers:
-        assert tests_of(nb, answer), f"answer {answer} has no test cell"
+        assert cells_grading(nb, answer), f"answer {answer} has no test cell"
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

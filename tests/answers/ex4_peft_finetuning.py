@@ -1,0 +1,133 @@
+"""Exercise 4: realistic wrong answers (each must lose exactly its own test cells' points) and correct
+answers written differently (each must keep full marks). Every answer here is CPU-gradable."""
+
+WRONG = {
+    "lora_config": [
+        ("attention's fused QKV only: target_modules=['c_attn']", '''
+lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], lora_dropout=0.05, bias="none",
+                         task_type=TaskType.CAUSAL_LM)
+'''),
+        ("r and lora_alpha swapped", '''
+lora_config = LoraConfig(r=16, lora_alpha=8, target_modules=["c_attn", "c_proj"], lora_dropout=0.05, bias="none",
+                         task_type=TaskType.CAUSAL_LM)
+'''),
+        ("task_type left out", '''
+lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05, bias="none")
+'''),
+    ],
+    "peft_model": [
+        ("a new config written inline instead of lora_config (PEFT then defaults to c_attn)", '''
+peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM"))
+peft_model.print_trainable_parameters()
+'''),
+        ("unfreezes everything 'to make sure it trains'", '''
+peft_model = get_peft_model(model, lora_config)
+for p in peft_model.parameters():
+    p.requires_grad = True
+peft_model.print_trainable_parameters()
+'''),
+    ],
+    "lora_param_count": [
+        ("counts a full d_in x d_out matrix per target: r * d_in * d_out", '''
+from transformers.pytorch_utils import Conv1D
+
+
+def lora_param_count(model, target_modules, r):
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (Conv1D, torch.nn.Linear)) and any(name.endswith(t) for t in target_modules):
+            d_in, d_out = module.weight.shape
+            total += r * d_in * d_out
+    return total
+'''),
+        ("substring match: `target in name`", '''
+from transformers.pytorch_utils import Conv1D
+
+
+def lora_param_count(model, target_modules, r):
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (Conv1D, torch.nn.Linear)) and any(t in name for t in target_modules):
+            total += r * sum(module.weight.shape)
+    return total
+'''),
+        ("only nn.Linear counted: GPT-2's Conv1D layers forgotten", '''
+def lora_param_count(model, target_modules, r):
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            if any(name == t or name.endswith("." + t) for t in target_modules):
+                total += r * (module.in_features + module.out_features)
+    return total
+'''),
+    ],
+    "attention_only_targets": [
+        ("the trap: c_proj taken for attention's projection", '''
+attention_only_targets = ["c_attn", "c_proj"]
+'''),
+        ("the output projection forgotten", '''
+attention_only_targets = ["c_attn"]
+'''),
+        ("Llama's module names, which GPT-2 does not have", '''
+attention_only_targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
+'''),
+    ],
+    "train_step": [
+        ("never zeroes the gradients (they pile up from step to step)", '''
+def train_step(model, batch, optimizer):
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+'''),
+        ("own cross-entropy without shifting: predicts each token from itself", '''
+import torch.nn.functional as F
+
+
+def train_step(model, batch, optimizer):
+    optimizer.zero_grad()
+    logits = model(input_ids=batch).logits
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.reshape(-1))
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+'''),
+    ],
+}
+
+ALTERNATIVE = {
+    "lora_config": '''
+lora_config = LoraConfig(task_type="CAUSAL_LM", target_modules={"c_proj", "c_attn"}, lora_alpha=16, r=8,
+                         lora_dropout=0.05)  # bias="none" is the default
+''',
+    "peft_model": '''
+from peft import PeftModelForCausalLM
+
+peft_model = PeftModelForCausalLM(model, lora_config)
+''',
+    "lora_param_count": '''
+def lora_param_count(model, target_modules, r):
+    """Suffix match written as one test on dotted names; shapes summed, so orientation does not matter."""
+    wanted = ["." + t for t in target_modules]
+    linear_kinds = {"Linear", "Conv1D"}
+    return sum(r * sum(module.weight.shape)
+               for name, module in model.named_modules()
+               if type(module).__name__ in linear_kinds and any(("." + name).endswith(w) for w in wanted))
+''',
+    "attention_only_targets": '''
+attention_only_targets = r".*\\.attn\\.c_(attn|proj)"  # a regex: PEFT full-matches it against each module name
+''',
+    "train_step": '''
+import torch.nn.functional as F
+
+
+def train_step(model, batch, optimizer):
+    logits = model(input_ids=batch).logits
+    # position t predicts token t+1
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())
+''',
+}
