@@ -5,10 +5,13 @@ Machine-dependent cases:
 - config_4bit is judged against the machine that grades it (pick_compute_dtype()): "bfloat16 typed in" is
   wrong on a CPU and on a T4 but equals the right answer on Ampere and newer GPUs (an H100 included), and
   "float16 typed in" is wrong everywhere but on a T4-class GPU. On any one machine at least two of the three
-  wrong versions fail.
+  wrong versions fail; WRONG lists only the ones that are wrong on the machine running the tests.
 - measure_load_memory is graded only on a CUDA GPU (test_cuda_ cells): its wrong and alternative versions
   are meant for the GPU run; on a CPU every version, the reference included, stops at require_cuda.
 """
+import torch
+
+from utils import pick_compute_dtype
 
 WRONG = {
     "config_8bit": [
@@ -23,12 +26,10 @@ config_8bit = BitsAndBytesConfig(llm_int8_threshold=6.0)
         ("no quant type, so the default fp4", '''
 config_4bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=pick_compute_dtype())
 '''),
-        ("bfloat16 typed in (wrong on a CPU or a T4; right on Ampere and newer)", '''
-config_4bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-'''),
-        ("float16 typed in 'because Colab has a T4' (right on a T4 only)", '''
-config_4bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16)
-'''),
+        # A compute dtype typed in is wrong wherever it is not what this machine supports (see above).
+        *[(f"{dtype} typed in, but this machine computes in {pick_compute_dtype()}", f'''
+config_4bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.{dtype})
+''') for dtype in ("bfloat16", "float16") if getattr(torch, dtype) != pick_compute_dtype()],
     ],
     "load_quantized": [
         ("the removed load_in_8bit keyword instead of the config", '''
