@@ -16,7 +16,6 @@ COLAB_PACKAGES = {
     "transformers": "transformers>=4.56",
     "peft": "peft>=0.17",
     "bitsandbytes": "bitsandbytes>=0.46",
-    "datasets": "datasets",
     "matplotlib": "matplotlib",
     "tqdm": "tqdm",
 }

@@ -83,7 +83,7 @@ def is_standin(model_or_config) -> bool:
 
 def _build_standin() -> pathlib.Path:
     """Save the stand-in once per machine; later loads read it from disk like any checkpoint."""
-    target = _cache_dir() / "gpt2-standin"
+    target = _cache_dir() / "gpt2-standin-v3"  # bump the suffix whenever the stand-in changes
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,10 +92,17 @@ def _build_standin() -> pathlib.Path:
     from transformers.utils import logging
     logging.disable_progress_bar()
     config = GPT2Config(**{STANDIN_FLAG: True})  # the defaults are GPT-2 small's real hyperparameters
+    tokenizer = _standin_tokenizer()
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(staging)
-    _standin_tokenizer().save_pretrained(staging)
+        model = GPT2LMHeadModel(config)
+        # The model keeps GPT-2's 50,257 token rows, but the small tokenizer prints only the first few
+        # thousand. Zeroing the others (never an input) gives them logit 0, below the best printable
+        # token's, so greedy generation stays printable at no cost per step.
+        with torch.no_grad():
+            model.transformer.wte.weight[len(tokenizer):] = 0
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
     try:
         staging.rename(target)
     except OSError:  # another process finished first
