@@ -8,7 +8,8 @@ import torch
 
 from utils.selfcheck import CheckFailed  # the same failure type (and display) as the visible self-checks
 
-__all__ = ["CheckFailed", "fail", "passed", "lookup", "call", "using_reference", "fresh_seed", "seeded", "close"]
+__all__ = ["CheckFailed", "fail", "passed", "lookup", "call", "as_number", "using_reference", "fresh_seed", "seeded",
+           "close"]
 
 
 def fail(message: str):
@@ -41,6 +42,21 @@ def call(fn, *args, what: str = None, **kwargs):
         raise
     except Exception as error:  # noqa: BLE001 - any student error becomes a grading message
         fail(f"{what} raised {type(error).__name__}: {error}")
+
+
+def as_number(value, what: str) -> float:
+    """A student's number (int, float, or a one-element tensor) as a float, or a failure saying what came back."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            fail(f"{what} should be a single number (a Python number or a 0-d tensor), got a tensor of shape "
+                 f"{tuple(value.shape)}.")
+        return float(value.detach().reshape(()).double())
+    if isinstance(value, bool) or value is None:
+        fail(f"{what} should be a number, got {value!r}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        fail(f"{what} should be a number, got {value!r} ({type(value).__name__}).")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import math
 import random
 from collections.abc import Mapping
 
-from graders._core import call, fail, fresh_seed, lookup, passed, seeded, using_reference
+from graders._core import as_number, call, fail, fresh_seed, lookup, passed, seeded, using_reference
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
 TRAINING_BYTES = {"weights_bf16": 2, "gradients_bf16": 2, "adam_momentum": 4, "adam_variance": 4}
@@ -38,16 +38,6 @@ REFERENCE = {"bytes_per_param": bytes_per_param, "memory_for_inference": memory_
              "memory_for_training": memory_for_training, "to_gb": to_gb}
 
 
-def _number(value, what):
-    """`value` as a float, or a failure that says what came back instead of a number."""
-    if isinstance(value, bool) or value is None:
-        fail(f"{what} should be a number, but it returned {value!r}.")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        fail(f"{what} should be a number, but it returned {value!r} ({type(value).__name__}).")
-
-
 def _param_counts(seed):
     """Parameter counts from GPT-2 small to beyond 70B, odd ones included (int4 gives half bytes)."""
     with seeded(seed):
@@ -59,7 +49,7 @@ def _param_counts(seed):
 def check_bytes_per_param(ns):
     fn = lookup(ns, "bytes_per_param")
     for dtype, expected in BYTES.items():
-        got = _number(call(fn, dtype, what=f"bytes_per_param({dtype!r})"), f"bytes_per_param({dtype!r})")
+        got = as_number(call(fn, dtype, what=f"bytes_per_param({dtype!r})"), f"bytes_per_param({dtype!r})")
         if got == 8 * expected:
             fail(f"bytes_per_param({dtype!r}) returned {got:g}: that is bits; the answer is in bytes "
                  f"({expected:g}).")
@@ -90,7 +80,7 @@ def check_memory_for_inference(ns):
         for n in _param_counts(seed):
             for dtype, size in BYTES.items():
                 what = f"memory_for_inference({n:_}, {dtype!r})"
-                got = _number(call(fn, n, dtype, what=what), what)
+                got = as_number(call(fn, n, dtype, what=what), what)
                 expected = n * size
                 if math.isclose(got, expected / 1e9, rel_tol=1e-6) or math.isclose(got, expected / 2**30, rel_tol=1e-6):
                     fail(f"{what} returned {got:,.3f}: that looks like GB; the answer is in bytes "
@@ -101,12 +91,12 @@ def check_memory_for_inference(ns):
                     fail(f"{what}: expected {expected:,.1f} bytes ({size:g} per parameter), got {got:,.1f}. "
                          f"(seed {seed})")
             what = f"memory_for_inference({n:_}) with the default dtype"
-            got = _number(call(fn, n, what=what), what)
+            got = as_number(call(fn, n, what=what), what)
             if abs(got - 2 * n) > 1:
                 fail(f"{what}: the default dtype is float16, so expected {2 * n:,} bytes, got {got:,.1f}. "
                      f"(seed {seed})")
             what = f"memory_for_inference({n:_}, dtype='int8')"
-            got = _number(call(fn, n, dtype="int8", what=what), what)
+            got = as_number(call(fn, n, dtype="int8", what=what), what)
             if abs(got - n) > 1:
                 fail(f"{what} (dtype passed by keyword): expected {n:,} bytes, got {got:,.1f}. (seed {seed})")
     passed(f"memory_for_inference: every dtype on {len(_param_counts(seed))} parameter counts (seed {seed}).")
@@ -126,7 +116,7 @@ def check_memory_for_training(ns):
             if missing:
                 fail(f"{what} returned a dict without the key(s) {missing}; it needs "
                      f"{[*TRAINING_BYTES, 'total']} (it has {list(parts)}).")
-            values = {key: _number(parts[key], f"{what}[{key!r}]") for key in [*TRAINING_BYTES, "total"]}
+            values = {key: as_number(parts[key], f"{what}[{key!r}]") for key in [*TRAINING_BYTES, "total"]}
             for key, size in TRAINING_BYTES.items():
                 if abs(values[key] - n * size) > 1:
                     per = values[key] / n
@@ -145,7 +135,7 @@ def check_to_gb(ns):
     with seeded(seed):
         sizes = [84_000_000_000, 248_879_616, 1] + [random.randint(1, 10**12) for _ in range(5)]
     for num_bytes in sizes:
-        got = _number(call(fn, num_bytes, what=f"to_gb({num_bytes:_})"), f"to_gb({num_bytes:_})")
+        got = as_number(call(fn, num_bytes, what=f"to_gb({num_bytes:_})"), f"to_gb({num_bytes:_})")
         expected = num_bytes / 1e9
         if math.isclose(got, num_bytes / 2**30, rel_tol=1e-9) and num_bytes > 1:
             fail(f"to_gb({num_bytes:_}) returned {got!r}: that is GiB (2**30 bytes); the course uses decimal GB, "

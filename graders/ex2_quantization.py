@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from graders._core import call, fail, fresh_seed, lookup, passed, seeded
+from graders._core import as_number, call, fail, fresh_seed, lookup, passed, seeded
 
 LESSON = [-0.8, 0.3, 1.2, -0.5]
 LESSON_Q = [-85, 32, 127, -53]
@@ -64,21 +64,6 @@ def _describe(w):
     return f"a {tuple(w.shape)} tensor in [{w.min().item():.4g}, {w.max().item():.4g}]"
 
 
-def _scalar(value, what):
-    """A scale or zero point: a Python number or a one-element tensor, as a float."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            fail(f"{what} should be a single number (a Python number or a 0-d tensor), got a tensor of shape "
-                 f"{tuple(value.shape)}.")
-        return float(value.detach().reshape(()).double())
-    if isinstance(value, bool) or value is None:
-        fail(f"{what} should be a number, got {value!r}.")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        fail(f"{what} should be a number, got {value!r} ({type(value).__name__}).")
-
-
 def _codes(q, w, what, lo, hi):
     if not isinstance(q, torch.Tensor):
         fail(f"{what}: the quantized values should be a torch tensor, got {type(q).__name__}.")
@@ -127,7 +112,7 @@ def check_absmax_quantize(ns):
         q, scale = _unpack(call(fn, w, what=what), 2, what)
         _untouched(w, original, what)
         _codes(q, w, what, -127, 127)
-        scale = _scalar(scale, f"{what}: the scale")
+        scale = as_number(scale, f"{what}: the scale")
         if not (math.isfinite(scale) and scale > 0):
             fail(f"{what}: the scale should be a finite positive number, got {scale!r}.")
         return q, scale, what
@@ -203,8 +188,8 @@ def check_zero_point_quantize(ns):
         q, scale, zero_point = _unpack(call(fn, w, what=what), 3, what)
         _untouched(w, original, what)
         _codes(q, w, what, -128, 127)
-        scale = _scalar(scale, f"{what}: the scale")
-        zero_point = _scalar(zero_point, f"{what}: the zero point")
+        scale = as_number(scale, f"{what}: the scale")
+        zero_point = as_number(zero_point, f"{what}: the zero point")
         if not (math.isfinite(scale) and scale > 0):
             fail(f"{what}: the scale should be a finite positive number, got {scale!r}.")
         if not math.isfinite(zero_point):
@@ -226,7 +211,7 @@ def check_zero_point_quantize(ns):
                  f"but the codes span [{q.min().item()}, {q.max().item()}] (zero point {zero_point:g}). "
                  f"Check the zero point (its sign puts the minimum on -128) and clamp to [-128, 127] before converting "
                  f"to int8. (seed {seed})")
-        _within_half_step(deq, w, scale, what + f", dequantized as (q - zero_point) * scale", seed)
+        _within_half_step(deq, w, scale, what + ", dequantized as (q - zero_point) * scale", seed)
 
     with seeded(seed):
         shape = tuple(random.randint(1, 6) for _ in range(random.randint(1, 3)))

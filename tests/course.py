@@ -9,7 +9,7 @@ import shutil
 import torch
 
 from instructor import nbgrader_ops
-from instructor.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, ROOT, grade_cells, notebook_path, read_notebook
+from instructor.notebooks import CUDA_TEST_PREFIX, ROOT, grade_cells, notebook_path, read_notebook
 
 HAS_CUDA = torch.cuda.is_available()
 GPU_MESSAGE = "needs a CUDA GPU"  # what utils.require_cuda says

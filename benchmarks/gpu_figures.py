@@ -1,0 +1,147 @@
+"""GPU figures for docs/gpu.md: memory, speed and agreement of GPT-2 in float32 / 8-bit / 4-bit NF4,
+and peak memory of a LoRA versus a full-finetuning training step on the same batch.
+
+    python benchmarks/gpu_figures.py [--json out.json]
+
+Needs CUDA. Uses the same loading path as the notebooks (the real gpt2 online, the stand-in offline:
+identical architecture, so memory and speed figures are the same; only the text differs)."""
+import argparse
+import json
+import statistics
+import sys
+import time
+import pathlib
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from utils import gpt2_source, measure_cuda_memory, pick_compute_dtype, require_cuda  # noqa: E402
+from utils.memory import free_cuda_memory  # noqa: E402
+
+NEW_TOKENS = 64
+
+
+def theoretical_bytes(model) -> int:
+    """Weights as stored: bitsandbytes layers at 1 byte (int8) or 0.5 byte (4-bit) per weight, the rest
+    (embeddings, layer norms, biases) at their own dtype's size. Quantization constants excluded."""
+    import bitsandbytes as bnb
+    total, seen = 0, set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:  # GPT-2's lm_head shares its weight with the token embedding
+                continue
+            seen.add(id(p))
+            if name == "weight" and isinstance(module, bnb.nn.Linear8bitLt):
+                total += module.in_features * module.out_features
+            elif name == "weight" and isinstance(module, bnb.nn.Linear4bit):
+                total += module.in_features * module.out_features // 2
+            else:
+                total += p.numel() * p.element_size()
+    return total
+
+
+def timed_generate(model, ids):
+    model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)  # warm-up
+    times, out = [], None
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                             pad_token_id=0)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return NEW_TOKENS / statistics.median(times), out[0, ids.shape[1]:]
+
+
+def inference_figures():
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    source, dtype = gpt2_source(), pick_compute_dtype()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ids = tokenizer("First Citizen:\nBefore we proceed any further, hear me speak.", return_tensors="pt").input_ids.cuda()
+    configs = {
+        "float32": None,
+        "int8": BitsAndBytesConfig(load_in_8bit=True),
+        "nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype),
+    }
+    rows, reference = {}, None
+    for name, config in configs.items():
+        free_cuda_memory()
+        with measure_cuda_memory() as mem:
+            if config is None:
+                model = AutoModelForCausalLM.from_pretrained(source).cuda()
+            else:
+                model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config, device_map={"": 0})
+        tokens_per_s, tokens = timed_generate(model, ids)
+        reference = tokens if reference is None else reference
+        rows[name] = {
+            "cuda_bytes": mem.kept, "footprint_bytes": model.get_memory_footprint(),
+            "theoretical_weight_bytes": theoretical_bytes(model),
+            "tokens_per_s": tokens_per_s,
+            "token_agreement_vs_float32": (tokens == reference).float().mean().item(),
+        }
+        del model
+    return rows
+
+
+def training_figures(batch_size=8, seq_len=128, steps=50):
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+    batch = torch.randint(0, 4000, (batch_size, seq_len), device="cuda")
+    rows = {}
+    for name in ("full", "lora"):
+        free_cuda_memory()
+        model = AutoModelForCausalLM.from_pretrained(gpt2_source()).cuda()
+        if name == "lora":
+            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"],
+                                                     lora_dropout=0.05, bias="none", task_type=TaskType.CAUSAL_LM))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+
+        def step(model=model, optimizer=optimizer):
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step()  # the first step allocates the optimizer states; measure a steady-state step after it
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        rows[name] = {"trainable_params": sum(p.numel() for p in trainable),
+                      "peak_cuda_bytes": torch.cuda.max_memory_allocated(),
+                      "ms_per_step": (time.perf_counter() - t) / steps * 1e3,
+                      "batch": f"{batch_size} x {seq_len} tokens"}
+        del model, optimizer
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    require_cuda("These figures")
+    props = torch.cuda.get_device_properties(0)
+    figures = {"device": props.name, "torch": torch.__version__, "compute_dtype": str(pick_compute_dtype()),
+               "inference": inference_figures(), "training": training_figures()}
+    fp32 = figures["inference"]["float32"]["cuda_bytes"]
+    print(f"\n{figures['device']} | torch {figures['torch']} | 4-bit compute dtype {figures['compute_dtype']}")
+    print(f"{'model':8s} {'CUDA MB':>8s} {'footprint MB':>13s} {'theory MB':>10s} {'CUDA/theory':>12s} "
+          f"{'vs fp32':>8s} {'tokens/s':>9s} {'agree':>6s}")
+    for name, r in figures["inference"].items():
+        print(f"{name:8s} {r['cuda_bytes'] / 1e6:8.1f} {r['footprint_bytes'] / 1e6:13.1f} "
+              f"{r['theoretical_weight_bytes'] / 1e6:10.1f} {r['cuda_bytes'] / r['theoretical_weight_bytes']:12.3f} "
+              f"{fp32 / r['cuda_bytes']:7.2f}x {r['tokens_per_s']:9.1f} {r['token_agreement_vs_float32']:6.0%}")
+    print(f"\n{'training':8s} {'trainable':>12s} {'peak MB':>9s} {'ms/step':>8s}  batch")
+    for name, r in figures["training"].items():
+        print(f"{name:8s} {r['trainable_params']:12,d} {r['peak_cuda_bytes'] / 1e6:9.1f} {r['ms_per_step']:8.1f}  {r['batch']}")
+    full, lora = figures["training"]["full"]["peak_cuda_bytes"], figures["training"]["lora"]["peak_cuda_bytes"]
+    print(f"LoRA peak memory is {lora / full:.0%} of full finetuning's ({full / lora:.2f}x less)")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

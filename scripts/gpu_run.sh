@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU run (docs/gpu.md), in two stages that each fit the device tool's 10-minute limit:
+#   scripts/gpu_run.sh grade   # autograde the reference solutions of Exercises 4-5 on CUDA + the figures
+#   scripts/gpu_run.sh prove   # the grader tests for Exercises 4-5, CUDA-only cells included
+# Results go to $OUT (the device tool's output folder) or ./gpu-results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/gpu_env.sh
+OUT="${OUT:-gpu-results}"; mkdir -p "$OUT"
+GPU_EXERCISES="ex4_peft_finetuning ex5_quantized_inference"
+case "${1:-grade}" in
+  grade)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    ( time python3 -m instructor all $GPU_EXERCISES ) 2>&1 | tee "$OUT/instructor.txt"
+    cp -r autograded/reference "$OUT/reference"
+    python3 benchmarks/gpu_figures.py --json "$OUT/gpu_figures.json" 2>&1 \
+      | grep -v -i -e MatMul8bitLt -e warn | tail -15 | tee "$OUT/figures.txt" ;;
+  prove)
+    ( time python3 -m pytest tests/test_autograde.py tests/test_answers.py -k "ex4 or ex5" -n 12 -rfs -q ) \
+      > "$OUT/pytest.txt" 2>&1
+    grep -E "^(FAILED|SKIPPED|ERROR)|passed|failed|^real" "$OUT/pytest.txt" ;;
+  *) echo "usage: $0 grade|prove" >&2; exit 2 ;;
+esac
