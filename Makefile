@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: course build check test test-fast gpu-check clean
+.PHONY: course build test test-fast clean
 
 $(VENV)/.installed: requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
