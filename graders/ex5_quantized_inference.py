@@ -4,7 +4,6 @@ The graders load their own models with their own configs (a reference loader), s
 on its own. bitsandbytes quantizes on the CPU too, so everything but the measured GPU memory is
 CPU-gradable; the `test_cuda_` checks stop at once on a machine without CUDA."""
 import contextlib
-import gc
 import logging
 import random
 import tempfile
@@ -14,7 +13,7 @@ import torch
 
 from graders._core import call, fail, fresh_seed, lookup, passed, using_reference
 from utils.device import pick_compute_dtype, require_cuda
-from utils.memory import measure_cuda_memory
+from utils.memory import free_cuda_memory, measure_cuda_memory
 from utils.models import gpt2_source
 
 N_QUANTIZED = 48  # c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in each of 12 blocks
@@ -58,13 +57,6 @@ def reference_load(config=None, source=None):
     placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
     with _quiet():
         return AutoModelForCausalLM.from_pretrained(source or gpt2_source(), quantization_config=config, **placement)
-
-
-def _free():
-    """Hand freed GPU memory back (call after `del model`)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def quantized_modules(model) -> dict:
@@ -216,7 +208,7 @@ def check_load_quantized(ns):
             model = call(fn, cfg, what=f"load_quantized({label})")
         _check_loaded(model, label, bits, quant_type)
         del model
-        _free()
+        free_cuda_memory()
     passed(f"load_quantized: {N_QUANTIZED} Linear8bitLt / Linear4bit layers as each config asks (the 4-bit type "
            "too), embeddings and lm_head unquantized, float32 for None, weights on the right device.")
 
@@ -251,7 +243,7 @@ def check_expected_weight_bytes(ns):
                      f"expected_weight_bytes should be {want:,.0f} bytes, got {got!r}. Look at each layer's type: "
                      "which layers are quantized depends on the config, not on their names.")
             del model
-            _free()
+            free_cuda_memory()
     passed(f"expected_weight_bytes matches get_memory_footprint() on GPT-2 in float32, 8-bit and NF4, and on "
            f"random small GPT-2s with other layers left unquantized (seed {seed}).")
 
@@ -281,7 +273,7 @@ def check_memory_footprints(ns):
              f"memory_footprints should give {{{label!r}: {want:,}}}, got {got!r}. Compute from the models, "
              "do not type numbers in.")
     del small
-    _free()
+    free_cuda_memory()
     passed(f"memory_footprints: bytes as get_memory_footprint() reports them, for GPT-2 and a random small model (seed {seed}).")
 
 
@@ -300,8 +292,7 @@ def _ballast(num_bytes=64 * 2**20):
 def _student_measures(ns, fn, config, label):
     with using_reference(ns, load_quantized=reference_load), _ballast(), _quiet():
         got = call(fn, config, what=f"measure_load_memory({label})")
-    gc.collect()
-    torch.cuda.empty_cache()
+    free_cuda_memory()
     try:
         return float(got)
     except (TypeError, ValueError):
@@ -312,7 +303,7 @@ def _architecture_expectation(config) -> float:
     model = reference_load(config)
     want = reference_expected_weight_bytes(model)
     del model
-    _free()
+    free_cuda_memory()
     return want
 
 
@@ -351,7 +342,7 @@ def check_measure_load_memory_fresh(ns):
         with measure_cuda_memory() as fresh:
             model = reference_load(make())
         del model
-        _free()
+        free_cuda_memory()
         got = _student_measures(ns, fn, make(), f"<{label}>")
         if abs(got - fresh.kept) > 0.10 * fresh.kept:
             fail(f"seed {seed}: for {label} measure_load_memory gave {got / 1e6:,.1f} MB; "
