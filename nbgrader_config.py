@@ -1,9 +1,18 @@
 """nbgrader settings for this course. The directory holding this file is the course root."""
 import os
+import sys
 
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)  # the `nbgrader` command must find instructor/ (the hardened Execute step below)
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,  # noqa: E402
+                                    LimitOutput, SaveAutoGrades)
+
+from instructor.guarded_execute import GuardedExecute  # noqa: E402
+
 c.CourseDirectory.root = here
 c.CourseDirectory.course_id = "lora-quant-course"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
@@ -12,9 +21,16 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.enforce_metadata = True
 
+# nbgrader's autograde steps, with its Execute replaced by one that survives hostile notebooks
+# (limits, tamper checks, re-running without a cell that kills the kernel: instructor/guarded_execute.py).
+c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
 # Training and model loading can take minutes on a CPU: generous per-cell limit, but a limit.
 c.Execute.timeout = 900
 c.Execute.startup_timeout = 120
+c.GuardedExecute.notebook_timeout = 3600
+c.GuardedExecute.memory_limit_mb = 8192
 
 # The solution version is a clean notebook; the executed reference run lives in autograded/reference/.
 c.GenerateSolution.preprocessors = [

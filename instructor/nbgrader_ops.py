@@ -19,6 +19,8 @@ def _run(args, root, env=None):
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     result = subprocess.run([*NBGRADER, *args], cwd=root, capture_output=True, text=True,
                             env={**os.environ, "PATH": path, "COURSE_ROOT": str(root), **(env or {})})
+    if "Exception while loading config file" in result.stderr:  # nbgrader would carry on with its defaults
+        raise NbgraderFailed(f"`nbgrader {' '.join(args)}` could not load nbgrader_config.py:\n{result.stderr[-3000:]}")
     if result.returncode != 0:
         raise NbgraderFailed(f"`nbgrader {' '.join(args)}` failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return result

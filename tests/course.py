@@ -50,7 +50,7 @@ class ScratchCourse:
 
     def __init__(self, root: pathlib.Path):
         self.root = root
-        for name in ("graders", "utils"):
+        for name in ("graders", "utils", "instructor"):
             os.symlink(ROOT / name, root / name)
         for name in ("colab_setup.py", "nbgrader_config.py"):
             shutil.copy(ROOT / name, root / name)

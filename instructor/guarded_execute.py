@@ -1,0 +1,309 @@
+"""nbgrader's Execute step, hardened for grading notebooks nobody has vetted.
+
+nbgrader_config.py puts it in place of nbgrader's own Execute, so `nbgrader autograde` and
+`python -m instructor grade` both use it. Besides nbgrader's per-cell timeout it
+- caps what each cell may print, so a notebook printing gigabytes is saved small;
+- kills the kernel when it holds more than `memory_limit_mb` or starts more than `max_processes`;
+- gives the whole notebook `notebook_timeout` seconds: cells not reached by then fail, saying why;
+- after every cell, asks graders/_integrity.py (armed before the first cell with a fresh key)
+  whether anything the graders rely on was replaced: a grader function, `torch.allclose`, a builtin;
+- when one cell kills the kernel, hangs through an interrupt, exhausts memory or tampers, runs the
+  notebook again without that cell, so everything else is still graded and the reason is recorded.
+
+With `report_path` set it writes what happened (cells removed and why, timeouts, truncations,
+peak memory) as JSON, updated before each cell so that it survives even if this process is killed.
+"""
+import ast
+import copy
+import json
+import re
+import secrets
+import threading
+from queue import Empty
+from time import monotonic
+
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async, run_sync
+from nbformat import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Integer, Unicode
+
+from graders._integrity import verify
+from instructor.notebooks import ROOT
+
+IMPORT_LINE = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*))",
+                         re.M)
+
+
+class Offence(Exception):
+    """A cell that cannot stay in the notebook: it is removed and the notebook run again."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index, self.reason = index, reason
+
+
+def imported_modules(nb) -> list:
+    """Modules the notebook's code cells import (a regex, so cells with magics or syntax errors count)."""
+    names = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for from_name, import_names in IMPORT_LINE.findall(cell.source):
+                names.update([from_name] if from_name else [n.strip() for n in import_names.split(",")])
+    return sorted(names)
+
+
+def describe_cell(cell, index: int) -> str:
+    """'cell 14 (`while True: pass`)' or 'cell 6 (test_to_gb)': how reports name a cell."""
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")
+    label = grade_id or (f"`{first[:40]}{'...' if len(first) > 40 else ''}`" if first else "empty")
+    return f"cell {index + 1} ({label})"
+
+
+def _message_size(msg) -> int:
+    content = msg.get("content", {})
+    if "text" in content:
+        return len(content["text"])
+    if "data" in content:
+        return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in content["data"].values())
+    return sum(len(line) for line in content.get("traceback", []))
+
+
+def _error_output(ename: str, evalue: str) -> NotebookNode:
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _kill_tree(root) -> None:
+    """Stop `root` and every process under it: freeze first, so none can fork while the tree is listed."""
+    import psutil
+    frozen, found = set(), [root]
+    while found:
+        for proc in found:
+            try:
+                proc.suspend()
+            except psutil.NoSuchProcess:
+                pass
+            frozen.add(proc)
+        try:
+            found = [p for p in root.children(recursive=True) if p not in frozen]
+        except psutil.NoSuchProcess:
+            break
+    for proc in frozen:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+class GuardedExecute(Execute):
+    memory_limit_mb = Integer(6144, help="Kill the kernel (and remove the cell) above this resident memory.").tag(
+        config=True)
+    max_processes = Integer(32, help="Kill the kernel if it and its children number more than this.").tag(config=True)
+    max_output_bytes = Integer(1_000_000, help="Keep at most this much output per cell.").tag(config=True)
+    notebook_timeout = Integer(3600, help="Seconds for the whole notebook, re-runs included.").tag(config=True)
+    max_removed_cells = Integer(3, help="Give up after removing this many cells.").tag(config=True)
+    check_integrity = Bool(True, help="Arm graders/_integrity.py and probe it after every cell.").tag(config=True)
+    report_path = Unicode("", help="Where to write the JSON report ('' for none).").tag(config=True)
+
+    # -- the notebook, run until no cell has to be removed ------------------------------------------
+    def preprocess(self, nb, resources=None, km=None):
+        original = copy.deepcopy(nb)
+        self._deadline = monotonic() + self.notebook_timeout
+        self._report = {"removed": {}, "timed_out": [], "truncated": [], "not_run": [], "peak_memory_mb": 0.0,
+                        "attempts": 0, "integrity": "off", "running": None, "failed": None}
+        while True:
+            self._report["attempts"] += 1
+            self._new_attempt()
+            try:
+                return super().preprocess(self._without_removed(original), resources, km)
+            except Exception as error:  # noqa: BLE001 - sorted into offences and real failures below
+                offence = self._as_offence(error)
+                removed = self._report["removed"]
+                if offence is None or str(offence.index) in removed or len(removed) >= self.max_removed_cells:
+                    self._report["failed"] = f"{type(error).__name__}: {error}"
+                    raise
+                where = describe_cell(original.cells[offence.index], offence.index)
+                self.log.warning("Removing %s and running the notebook again: it %s", where, offence.reason)
+                removed[str(offence.index)] = {"cell": where, "reason": offence.reason}
+            finally:
+                self._stop_watchdog()
+                self._write_report()
+
+    def _new_attempt(self):
+        self._running, self._last_run, self._exit_requested = None, None, False
+        self._killed_because, self._watchdog_stop = None, None
+        self._output_bytes, self._armed, self._key = {}, False, None
+
+    def _without_removed(self, nb):
+        nb = copy.deepcopy(nb)
+        for index, removal in self._report["removed"].items():
+            why = removal["reason"]
+            nb.cells[int(index)].source = (f"# The autograder removed this cell's code: it {why}.\n"
+                                           f"raise RuntimeError({('autograder: this cell ' + why)!r})")
+        return nb
+
+    def _as_offence(self, error):
+        if isinstance(error, Offence):
+            return error
+        # The kernel answered a check after the previous cell, so whatever it does now, this cell did.
+        culprit = self._running if self._running is not None else self._last_run
+        if culprit is None:
+            return None
+        if self._killed_because:
+            return Offence(culprit, self._killed_because)
+        if isinstance(error, DeadKernelError):
+            return Offence(culprit, "stopped the Python kernel (it exited or crashed)")
+        if isinstance(error, CellTimeoutError):
+            return Offence(culprit, f"ran past the {self.timeout} s limit and did not stop when interrupted")
+        return None
+
+    # -- each cell: time budget, progress, integrity --------------------------------------------------
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code" or not cell.source.strip():
+            return cell, resources
+        if self.check_integrity and self._key is None:
+            self._arm()
+        if monotonic() >= self._deadline:
+            cell.outputs = [_error_output("NotRun", f"the notebook used up its {self.notebook_timeout} s of grading "
+                                                    "time before this cell")]
+            self._report["not_run"].append(index)
+            return cell, resources
+        self._running = index
+        self._report["running"] = index
+        self._write_report()
+        cell, resources = super().preprocess_cell(cell, resources, index)
+        self._last_run, self._running = index, None
+        if self._exit_requested:  # exit() answers normally, then the kernel shuts down a moment later
+            raise Offence(index, "asked the kernel to exit (`exit()` or `quit()`)")
+        if self._armed:
+            self._probe(index)
+        else:
+            run_sync(self._async_silent)("", timeout=60)  # is the kernel still there after this cell?
+        return cell, resources
+
+    def _get_timeout(self, cell):
+        remaining = max(1, int(self._deadline - monotonic()))
+        timeout = super()._get_timeout(cell)
+        return min(timeout, remaining) if timeout else remaining
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self._report["timed_out"].append(self._running)
+        self.error_on_timeout = {"ename": "CellTimeoutError",
+                                 "evalue": f"this cell ran longer than {timeout} s and was stopped",
+                                 "traceback": [f"CellTimeoutError: this cell ran longer than {timeout} s and was "
+                                               "stopped by the autograder"]}
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def on_cell_executed(self, **kwargs):
+        super().on_cell_executed(**kwargs)
+        payload = kwargs["execute_reply"]["content"].get("payload", [])
+        self._exit_requested = any(p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payload)
+
+    def output(self, outs, msg, display_id, cell_index):
+        used = self._output_bytes.get(cell_index, 0) + _message_size(msg)
+        self._output_bytes[cell_index] = used
+        if used <= self.max_output_bytes:
+            return super().output(outs, msg, display_id, cell_index)
+        if cell_index not in self._report["truncated"]:
+            self._report["truncated"].append(cell_index)
+            outs.append(NotebookNode(output_type="stream", name="stderr",
+                                     text=f"\n[autograder: output truncated: this cell printed more than "
+                                          f"{self.max_output_bytes / 1e6:g} MB]\n"))
+        return None
+
+    # -- tamper checks ------------------------------------------------------------------------------
+    async def _async_silent(self, code: str, expressions=None, timeout: float = 120):
+        msg_id = await ensure_async(self.kc.execute(code, silent=True, store_history=False,
+                                                    user_expressions=expressions or {}, stop_on_error=False))
+        deadline = monotonic() + timeout
+        while monotonic() < deadline:
+            try:
+                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=1))
+            except Empty:
+                await self._async_check_alive()
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+        return None
+
+    def _arm(self):
+        self._key = secrets.token_hex(32)
+        code = (f"import sys as _s\n_s.path.insert(0, {str(ROOT)!r})\nimport graders._integrity as _gi\n"
+                f"_gi.arm({self._key!r}, {imported_modules(self.nb)!r})\ndel _s, _gi")
+        reply = run_sync(self._async_silent)(code)
+        self._armed = bool(reply) and reply.get("status") == "ok"
+        self._report["integrity"] = "armed" if self._armed else (
+            f"unavailable: {reply.get('ename')}: {reply.get('evalue')}" if reply else "unavailable: no reply")
+
+    def _probe(self, index: int):
+        nonce = secrets.token_hex(8)
+        expression = f"__import__('graders._integrity', fromlist=['probe']).probe({nonce!r})"
+        reply = run_sync(self._async_silent)("", {"answer": expression}, 60)
+        answer = (reply or {}).get("user_expressions", {}).get("answer", {})
+        changed = None
+        if answer.get("status") == "ok":
+            try:
+                changed = verify(ast.literal_eval(answer["data"]["text/plain"]), nonce, self._key)
+            except (ValueError, SyntaxError, KeyError, TypeError):
+                pass
+        if changed is None:
+            raise Offence(index, "interfered with the autograder's integrity check")
+        if changed:
+            names = ", ".join(f"`{name}`" for name in changed[:4]) + (" and more" if len(changed) > 4 else "")
+            raise Offence(index, f"replaced {names}, which grading relies on")
+
+    # -- memory and process watchdog ----------------------------------------------------------------
+    def start_new_kernel(self, **kwargs):  # the sync entry point nbconvert's preprocess() goes through
+        super().start_new_kernel(**kwargs)
+        self._start_watchdog()
+
+    def _kernel_pid(self):
+        provisioner = getattr(self.km, "provisioner", None)
+        return getattr(provisioner, "pid", None) or getattr(getattr(provisioner, "process", None), "pid", None)
+
+    def _start_watchdog(self):
+        import psutil
+        pid, stop = self._kernel_pid(), threading.Event()
+        if pid is None:
+            self.log.warning("No kernel process id: memory and process limits are off for this notebook")
+            return
+        self._watchdog_stop = stop
+        limit = self.memory_limit_mb * 2**20
+
+        def watch():
+            try:
+                kernel = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                return
+            while not stop.wait(0.05):
+                try:
+                    procs = [kernel, *kernel.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    return
+                rss = 0
+                for proc in procs:
+                    try:
+                        rss += proc.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+                self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(rss / 2**20, 1))
+                if len(procs) > self.max_processes:
+                    self._killed_because = f"started more than {self.max_processes} processes"
+                elif rss > limit:
+                    self._killed_because = f"used more than {self.memory_limit_mb:,} MB of memory"
+                else:
+                    continue
+                _kill_tree(kernel)
+                return
+
+        threading.Thread(target=watch, name="kernel-watchdog", daemon=True).start()
+
+    def _stop_watchdog(self):
+        if self._watchdog_stop is not None:
+            self._watchdog_stop.set()
+
+    def _write_report(self):
+        if self.report_path:
+            with open(self.report_path, "w", encoding="utf-8") as f:
+                json.dump(self._report, f, indent=1)
