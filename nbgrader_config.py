@@ -7,10 +7,11 @@ c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)  # the `nbgrader` command must find instructor/ (the hardened Execute step below)
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,  # noqa: E402
-                                    LimitOutput, SaveAutoGrades)
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades,  # noqa: E402
+                                    IgnorePattern, LimitOutput, SaveAutoGrades)
 
+from instructor.feedback import HideHiddenTests  # noqa: E402
 from instructor.guarded_execute import GuardedExecute  # noqa: E402
 
 c.CourseDirectory.root = here
@@ -25,6 +26,9 @@ c.ClearSolutions.enforce_metadata = True
 # (limits, tamper checks, re-running without a cell that kills the kernel: instructor/guarded_execute.py).
 c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
+# Feedback shows what each check said, never the hidden test code (instructor/feedback.py).
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
 
 # Training and model loading can take minutes on a CPU: generous per-cell limit, but a limit.
 c.Execute.timeout = 900

@@ -74,6 +74,19 @@ def _error_output(ename: str, evalue: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
+def _tree_memory(procs) -> int:
+    """Bytes the kernel and its children hold. With children, proportional set sizes: forked children
+    share their parent's pages, and summing resident sizes would count those pages once per child."""
+    import psutil
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss if len(procs) == 1 else proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
 def _kill_tree(root) -> None:
     """Stop `root` and every process under it: freeze first, so none can fork while the tree is listed."""
     import psutil
@@ -281,16 +294,11 @@ class GuardedExecute(Execute):
                     procs = [kernel, *kernel.children(recursive=True)]
                 except psutil.NoSuchProcess:
                     return
-                rss = 0
-                for proc in procs:
-                    try:
-                        rss += proc.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-                self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(rss / 2**20, 1))
+                held = _tree_memory(procs)
+                self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(held / 2**20, 1))
                 if len(procs) > self.max_processes:
                     self._killed_because = f"started more than {self.max_processes} processes"
-                elif rss > limit:
+                elif held > limit:
                     self._killed_because = f"used more than {self.memory_limit_mb:,} MB of memory"
                 else:
                     continue

@@ -36,6 +36,7 @@ class Limits:
     memory_mb: int = 6144  # resident memory of the kernel and its children
     max_output_bytes: int = 1_000_000  # output kept per cell
     threads: int = 1  # torch/BLAS threads of the kernel
+    integrity: bool = True  # tamper checks (graders/_integrity.py); off only to show what they catch
 
 
 @dataclasses.dataclass
@@ -83,6 +84,7 @@ def _course_config(sandbox: pathlib.Path, limits: Limits = None, report: pathlib
                   f"c.GuardedExecute.notebook_timeout = {limits.notebook_timeout}",
                   f"c.GuardedExecute.memory_limit_mb = {limits.memory_mb}",
                   f"c.GuardedExecute.max_output_bytes = {limits.max_output_bytes}",
+                  f"c.GuardedExecute.check_integrity = {limits.integrity}",
                   f"c.GuardedExecute.report_path = {str(report)!r}"]
     return "\n".join(lines) + "\n"
 

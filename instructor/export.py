@@ -1,0 +1,37 @@
+"""grades.csv for the LMS: one row per student, one column per exercise, then the total.
+
+An nbgrader export plugin, so it is `nbgrader export --exporter=instructor.export.WideCsvExport
+--to grades.csv` (what `python -m instructor export` runs). A score includes nbgrader's late penalty
+and any manual adjustment made in formgrader; a blank cell means no submission.
+"""
+import csv
+
+from nbgrader.api import MissingEntry
+from nbgrader.plugins import ExportPlugin
+
+from instructor import nbgrader_ops
+from instructor.notebooks import ASSIGNMENTS, ROOT
+
+
+class WideCsvExport(ExportPlugin):
+    def export(self, gradebook):
+        known = {a.name for a in gradebook.assignments}
+        assignments = [a for a in ASSIGNMENTS if a in known] + sorted(known - set(ASSIGNMENTS))
+        with open(self.to or "grades.csv", "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["student_id", *assignments, "total"])
+            for student in sorted(gradebook.students, key=lambda s: s.id):
+                scores = []
+                for assignment in assignments:
+                    try:
+                        scores.append(gradebook.find_submission(assignment, student.id).score)
+                    except MissingEntry:
+                        scores.append(None)
+                if any(s is not None for s in scores):
+                    out.writerow([student.id, *("" if s is None else f"{s:g}" for s in scores),
+                                  f"{sum(s or 0 for s in scores):g}"])
+
+
+def export(path, root=ROOT):
+    nbgrader_ops._run(["export", "--exporter=instructor.export.WideCsvExport", f"--to={path}"], root)
+    return path
