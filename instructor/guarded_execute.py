@@ -16,6 +16,7 @@ peak memory) as JSON, updated before each cell so that it survives even if this 
 import ast
 import copy
 import json
+import math
 import re
 import secrets
 import threading
@@ -196,7 +197,7 @@ class GuardedExecute(Execute):
         return cell, resources
 
     def _get_timeout(self, cell):
-        remaining = max(1, int(self._deadline - monotonic()))
+        remaining = max(1, math.ceil(self._deadline - monotonic()))
         timeout = super()._get_timeout(cell)
         return min(timeout, remaining) if timeout else remaining
 
@@ -214,10 +215,14 @@ class GuardedExecute(Execute):
         self._exit_requested = any(p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payload)
 
     def output(self, outs, msg, display_id, cell_index):
-        used = self._output_bytes.get(cell_index, 0) + _message_size(msg)
-        self._output_bytes[cell_index] = used
-        if used <= self.max_output_bytes:
+        used = self._output_bytes.get(cell_index, 0)
+        self._output_bytes[cell_index] = used + _message_size(msg)
+        if used + _message_size(msg) <= self.max_output_bytes:
             return super().output(outs, msg, display_id, cell_index)
+        room = self.max_output_bytes - used
+        if room > 0 and msg["msg_type"] == "stream":  # keep the start of the text that crosses the line
+            msg = {**msg, "content": {**msg["content"], "text": msg["content"]["text"][:room]}}
+            super().output(outs, msg, display_id, cell_index)
         if cell_index not in self._report["truncated"]:
             self._report["truncated"].append(cell_index)
             outs.append(NotebookNode(output_type="stream", name="stderr",

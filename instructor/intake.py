@@ -42,7 +42,7 @@ def _grade_id(cell):
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
-def _answer_ids(nb) -> set:
+def answer_ids(nb) -> set:
     """The ids of answer and test cells: what tells one exercise from another (`setup` or `md_1` do not)."""
     ids = set()
     for cell in nb.get("cells", []):
@@ -85,10 +85,10 @@ def _parse(data: bytes):
 
 def _identity_problem(nb, assignment: str):
     """None if `nb` is `assignment`'s notebook, else why not."""
-    ids = _answer_ids(nb)
-    if ids & _answer_ids(read_notebook(notebook_path(assignment, "release"))):
+    ids = answer_ids(nb)
+    if ids & answer_ids(read_notebook(notebook_path(assignment, "release"))):
         return None
-    overlap = {a: len(ids & _answer_ids(read_notebook(notebook_path(a, "release")))) for a in ASSIGNMENTS}
+    overlap = {a: len(ids & answer_ids(read_notebook(notebook_path(a, "release")))) for a in ASSIGNMENTS}
     other = max(overlap, key=overlap.get)
     if overlap[other]:
         return f"this is the notebook of {other}, not of {assignment} (was the wrong file submitted?)"

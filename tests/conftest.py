@@ -12,6 +12,7 @@ os.environ["COURSE_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("COURSE_MAX_STEPS", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # two test workers on two cores: one torch thread each
 
 from tests import course  # noqa: E402
 

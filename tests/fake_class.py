@@ -34,14 +34,16 @@ BROKEN_CELLS = {
         "    try:\n        open(path, 'w').write('print(\"poisoned\")')\n    except OSError as error:\n"
         "        print('refused:', error)", None),
 }
-# Tampering that would fake a wrong answer's points if nothing caught it.
+# Tampering that would fake a wrong answer's points if nothing caught it (tests/test_class_grading.py
+# proves it would: graded with the integrity check off, these score more).
 TAMPERING = {
     "ex1_memory": ("to_gb", "import graders.ex1_memory\ngraders.ex1_memory.check_to_gb = lambda ns: None\n"
                             "expect_close = lambda *args, **kwargs: None", "replaced `graders.ex1_memory.check_to_gb`"),
-    "ex2_quantization": ("absmax_quantize", "import math, torch\ntorch.equal = lambda *a, **k: True\n"
-                                            "torch.allclose = lambda *a, **k: True\n"
-                                            "math.isclose = lambda *a, **k: True\nexpect = lambda *a, **k: None",
-                         "which grading relies on"),
+    "ex2_quantization": ("absmax_quantize", "import torch, graders.ex2_quantization\n"
+                                            "graders.ex2_quantization.fail = lambda message: None\n"
+                                            "torch.equal = lambda *a, **k: True\n"
+                                            "expect = expect_close = lambda *a, **k: None",
+                         "replaced `graders.ex2_quantization.fail`, `torch.equal`"),
 }
 
 

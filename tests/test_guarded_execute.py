@@ -1,0 +1,104 @@
+"""The hardened Execute step on small notebooks, one failure at a time (no course notebook, so fast).
+
+Each bad cell must be stopped, named with its reason, and the notebook graded without it: the cell
+after it still runs and sees the state built before it."""
+import json
+
+import nbformat
+import pytest
+
+from instructor.guarded_execute import GuardedExecute, imported_modules
+
+BEFORE, AFTER = "x = 41", "print('after', x + 1)"
+
+
+def run(bad_source, report_path, **limits):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(BEFORE), nbformat.v4.new_code_cell(bad_source),
+                nbformat.v4.new_code_cell(AFTER)]
+    settings = dict(timeout=10, memory_limit_mb=1500, check_integrity=False, report_path=str(report_path))
+    executor = GuardedExecute(**{**settings, **limits})
+    out, _ = executor.preprocess(nb, {"metadata": {"path": str(report_path.parent)}})
+    return out, json.loads(report_path.read_text())
+
+
+def texts(cell) -> str:
+    return "".join(o.get("text", "") + o.get("evalue", "") for o in cell.outputs)
+
+
+@pytest.mark.parametrize("label, source, reason", [
+    ("os._exit", "import os\nos._exit(3)", "stopped the Python kernel"),
+    ("SIGKILL to itself", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "stopped the Python kernel"),
+    ("exit()", "exit()", "asked the kernel to exit"),
+    ("memory", "hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))", "used more than 1,500 MB"),
+    ("fork bomb", "import os, time\nfor _ in range(100):\n    if os.fork() == 0:\n        time.sleep(30)\n"
+                  "        os._exit(0)", "started more than 32 processes"),
+    ("ignores interrupts", "import time\nwhile True:\n    try:\n        time.sleep(0.01)\n"
+                           "    except KeyboardInterrupt:\n        pass", "did not stop when interrupted"),
+])
+def test_a_cell_that_breaks_the_kernel_is_removed_and_the_rest_graded(tmp_path, label, source, reason):
+    out, report = run(source, tmp_path / "report.json", timeout=5)
+    assert list(report["removed"]) == ["1"] and reason in report["removed"]["1"]["reason"], report
+    assert "autograder: this cell" in texts(out.cells[1])
+    assert texts(out.cells[2]) == "after 42\n", "the cell after it must run, with the state from before it"
+
+
+def test_an_interruptible_loop_times_out_in_place(tmp_path):
+    out, report = run("while True:\n    pass", tmp_path / "report.json", timeout=3)
+    assert report["timed_out"] == [1] and not report["removed"]
+    assert "ran longer than 3 s" in texts(out.cells[1]) and texts(out.cells[2]) == "after 42\n"
+
+
+def test_sys_exit_is_an_error_in_its_own_cell_only(tmp_path):
+    out, report = run("import sys\nsys.exit('bye')", tmp_path / "report.json")
+    assert not report["removed"] and "SystemExit" in [o.get("ename") for o in out.cells[1].outputs]
+    assert texts(out.cells[2]) == "after 42\n"
+
+
+def test_output_is_capped_per_cell(tmp_path):
+    out, report = run("for i in range(200_000):\n    print('x' * 50, i)", tmp_path / "report.json",
+                      max_output_bytes=100_000)
+    kept = sum(len(o.get("text", "")) for o in out.cells[1].outputs)
+    assert report["truncated"] == [1] and 100_000 <= kept < 120_000
+    assert "output truncated" in texts(out.cells[1]) and texts(out.cells[2]) == "after 42\n"
+
+
+def test_the_notebook_has_a_total_time_budget(tmp_path):
+    out, report = run("import time\ntime.sleep(6)", tmp_path / "report.json", timeout=60, notebook_timeout=3)
+    assert report["timed_out"] == [1] and report["not_run"] == [2]
+    assert "used up its 3 s of grading time" in texts(out.cells[2])
+
+
+@pytest.mark.parametrize("label, source, replaced", [
+    ("a grader's check", "import graders.ex1_memory as g\ng.check_to_gb = lambda ns: None",
+     "graders.ex1_memory.check_to_gb"),
+    ("torch.allclose", "import torch\ntorch.allclose = lambda *a, **k: True", "torch.allclose"),
+    ("Tensor.__eq__", "import torch\ntorch.Tensor.__eq__ = lambda a, b: True", "torch.Tensor.__eq__"),
+    ("math.isclose", "import math\nmath.isclose = lambda *a, **k: True", "math.isclose"),
+    ("a builtin", "import builtins\nbuiltins.round = lambda x, n=None: 0", "builtins.round"),
+    ("sys.modules", "import sys, types\nsys.modules['graders._core'] = types.ModuleType('fake')",
+     "sys.modules['graders._core']"),
+    ("the probe itself", "import graders._integrity as g\ng.probe = lambda nonce: '{\"changed\": [], \"mac\": \"0\"}'",
+     "integrity check"),
+])
+def test_tampering_is_caught_and_the_cell_removed(tmp_path, label, source, replaced):
+    out, report = run(source, tmp_path / "report.json", check_integrity=True)
+    assert report["integrity"] == "armed"
+    assert replaced in report["removed"]["1"]["reason"], report
+    assert texts(out.cells[2]) == "after 42\n"
+
+
+def test_ordinary_code_is_not_tampering(tmp_path):
+    """Imports that patch torch themselves, seeding, plotting and a helper of one's own are all fine."""
+    source = ("import torch, transformers, matplotlib.pyplot as plt\ntorch.manual_seed(0)\n"
+              "plt.plot([1, 2]); plt.close()\ndef helper(t):\n    return torch.allclose(t, t)\nassert helper(torch.ones(2))")
+    out, report = run(source, tmp_path / "report.json", check_integrity=True, timeout=60)
+    assert report["integrity"] == "armed" and not report["removed"], report
+    assert texts(out.cells[2]) == "after 42\n"
+
+
+def test_imports_are_found_even_next_to_magics():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("!pip list\nimport torch, numpy as np\nfrom peft import LoraConfig\n"
+                                          "def f(:\n  import matplotlib.pyplot")]
+    assert imported_modules(nb) == ["matplotlib.pyplot", "numpy", "peft", "torch"]
