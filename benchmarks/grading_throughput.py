@@ -62,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=24)
     parser.add_argument("--workers", default="1,2", help="CPU worker counts to try, comma-separated")
     parser.add_argument("--gpu-workers", default="", help="GPU worker counts to try (Exercise 5), comma-separated")
+    parser.add_argument("--kinds", default=";".join(KINDS),
+                        help="kinds of submission to cycle through (tests/fake_class.py), separated by ;")
     parser.add_argument("--skip-stock", action="store_true", help="skip the two sequential nbgrader runs")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
@@ -69,7 +71,8 @@ def main(argv=None):
     root = pathlib.Path(tempfile.mkdtemp(prefix="throughput-"))
     course = ScratchCourse(root)
     names = [f"student{i:03d}" for i in range(args.count)]
-    kinds = [KINDS[i % len(KINDS)] for i in range(args.count)]
+    pool = args.kinds.split(";")
+    kinds = [pool[i % len(pool)] for i in range(args.count)]
     expected = {}
     for sub in fake_class.submissions_for(course, args.assignment, kinds, names):
         folder = root / "submitted" / sub.student / args.assignment

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import importlib
 import math
+import os
 import pkgutil
 import random
 import sys
@@ -49,6 +50,17 @@ def _watched():
     for cls in (*torch.Tensor.__mro__[:-1], torch.nn.Module):  # a patched __eq__ lands in a class dict
         spaces.append((f"{cls.__module__}.{cls.__qualname__}", vars(cls), False, True))
     return spaces
+
+
+def _library_dirs() -> tuple:
+    """Where installed code lives: the interpreter's own folders and every folder on sys.path at arm time
+    (a machine may add packages through PYTHONPATH), but not the notebook's folder or the course's."""
+    course = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.abspath(os.getcwd())
+    dirs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs |= {os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)}
+    dirs -= {course, here}
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
 
 
 def _import_quietly(name: str) -> None:
@@ -120,7 +132,7 @@ def _make_probe(secret: bytes, install):
     roots = (*EXACT_PACKAGES, "torch", "numpy", "math", "random", "builtins")
     modules, module_dict = {n: m for n, m in list(sys.modules.items()) if n.split(".")[0] in roots}, sys.modules
     genuine_builtins, builtins_dict, ipython_names = dict(vars(builtins)), vars(builtins), IPYTHON_BUILTINS
-    library_dirs = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    library_dirs = _library_dirs()
 
 
 def arm(key_hex: str, preload=()) -> None:

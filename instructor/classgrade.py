@@ -18,6 +18,7 @@ import queue
 import shutil
 import subprocess
 import time
+import warnings
 
 import nbformat
 
@@ -84,7 +85,8 @@ def record(result: sandbox.Result, root=ROOT) -> None:
     else:
         text = result.notebook
     (folder / f"{result.assignment}.ipynb").write_text(text, encoding="utf-8")
-    with Gradebook(f"sqlite:///{pathlib.Path(root) / 'gradebook.db'}", COURSE_ID) as gb:
+    with Gradebook(f"sqlite:///{pathlib.Path(root) / 'gradebook.db'}", COURSE_ID) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy session warnings, harmless here
         gb.update_or_create_student(result.student)
         gb.update_or_create_submission(result.assignment, result.student)
         notebook = gb.find_submission_notebook(result.assignment, result.assignment, result.student)

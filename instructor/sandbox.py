@@ -89,10 +89,15 @@ def _course_config(sandbox: pathlib.Path, limits: Limits = None, report: pathlib
     return "\n".join(lines) + "\n"
 
 
+def _pythonpath() -> str:
+    """The course first, then whatever the worker already had (a GPU box's carried packages, say)."""
+    return os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+
+
 def _nbgrader(args, cwd, env=None, timeout=None):
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
+                          env={**os.environ, "PATH": path, "PYTHONPATH": _pythonpath(), **(env or {})}, timeout=timeout)
 
 
 def make_template(assignment: str) -> bytes:
@@ -125,7 +130,7 @@ def prepare_worker() -> None:
     with _prepare_lock:
         if "standin" not in _prepared:
             subprocess.run([sys.executable, "-c", "from utils.models import gpt2_source; gpt2_source()"],
-                           cwd=ROOT, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           cwd=ROOT, capture_output=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
             _prepared.add("standin")
 
 
@@ -151,7 +156,7 @@ def _run_nbgrader(sandbox: pathlib.Path, job: Job, isolation: str):
     command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--student", job.student, "--force"]
     if isolation == "namespaces":
         command = [*UNSHARE, sys.executable, "-m", "instructor.jail", str(sandbox), "--", *command]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **_environment(sandbox, job)}
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), **_environment(sandbox, job)}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     with open(sandbox / "nbgrader.log", "w", encoding="utf-8") as log:
         try:

@@ -102,3 +102,18 @@ def test_imports_are_found_even_next_to_magics():
     nb.cells = [nbformat.v4.new_code_cell("!pip list\nimport torch, numpy as np\nfrom peft import LoraConfig\n"
                                           "def f(:\n  import matplotlib.pyplot")]
     assert imported_modules(nb) == ["matplotlib.pyplot", "numpy", "peft", "torch"]
+
+
+def test_a_library_on_pythonpath_may_patch_torch(tmp_path, monkeypatch):
+    """transformers adds methods to torch.nn.Module; installed through PYTHONPATH it is still a library."""
+    site = tmp_path / "site"
+    (site / "patchy").mkdir(parents=True)
+    (site / "patchy" / "__init__.py").write_text(
+        "import torch\ndef smart_apply(self, fn):\n    return self.apply(fn)\n"
+        "def install():  # lazily, as transformers does when a model is built\n"
+        "    torch.nn.Module.smart_apply = smart_apply\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    out, report = run("import torch, patchy\npatchy.install()", tmp_path / "report.json",
+                      check_integrity=True, timeout=60)
+    assert report["integrity"] == "armed" and not report["removed"], report
+    assert texts(out.cells[2]) == "after 42\n"
