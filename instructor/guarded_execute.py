@@ -188,6 +188,7 @@ class GuardedExecute(Execute):
         self._write_report()
         cell, resources = super().preprocess_cell(cell, resources, index)
         self._last_run, self._running = index, None
+        self._check_limits(index)
         if self._exit_requested:  # exit() answers normally, then the kernel shuts down a moment later
             raise Offence(index, "asked the kernel to exit (`exit()` or `quit()`)")
         if self._armed:
@@ -280,37 +281,57 @@ class GuardedExecute(Execute):
         provisioner = getattr(self.km, "provisioner", None)
         return getattr(provisioner, "pid", None) or getattr(getattr(provisioner, "process", None), "pid", None)
 
+    def _over_limit(self, kernel):
+        """Why the kernel's process tree breaks a limit (None if it does not); records peak memory."""
+        import psutil
+        try:
+            procs = [kernel, *kernel.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return None
+        held = _tree_memory(procs)
+        self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(held / 2**20, 1))
+        if len(procs) > self.max_processes:
+            return f"started more than {self.max_processes} processes"
+        if held > self.memory_limit_mb * 2**20:
+            return f"used more than {self.memory_limit_mb:,} MB of memory"
+        return None
+
     def _start_watchdog(self):
         import psutil
         pid, stop = self._kernel_pid(), threading.Event()
+        self._kernel_process = None
         if pid is None:
             self.log.warning("No kernel process id: memory and process limits are off for this notebook")
             return
+        try:
+            kernel = self._kernel_process = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            return
         self._watchdog_stop = stop
-        limit = self.memory_limit_mb * 2**20
 
-        def watch():
-            try:
-                kernel = psutil.Process(pid)
-            except psutil.NoSuchProcess:
-                return
+        def watch():  # while a cell runs: stop a runaway before it takes the machine down
             while not stop.wait(0.05):
                 try:
-                    procs = [kernel, *kernel.children(recursive=True)]
-                except psutil.NoSuchProcess:
-                    return
-                held = _tree_memory(procs)
-                self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(held / 2**20, 1))
-                if len(procs) > self.max_processes:
-                    self._killed_because = f"started more than {self.max_processes} processes"
-                elif held > limit:
-                    self._killed_because = f"used more than {self.memory_limit_mb:,} MB of memory"
-                else:
+                    why = self._over_limit(kernel)
+                except Exception as error:  # noqa: BLE001 - a process vanishing mid-read; look again
+                    self.log.debug("watchdog: %s", error)
                     continue
-                _kill_tree(kernel)
-                return
+                if why:
+                    self._killed_because = why
+                    _kill_tree(kernel)
+                    return
 
         threading.Thread(target=watch, name="kernel-watchdog", daemon=True).start()
+
+    def _check_limits(self, index: int):
+        """After each cell, the same limits again: a cell that finishes fast (forking children that
+        live on, say) must not slip between two looks of the watchdog."""
+        kernel = getattr(self, "_kernel_process", None)
+        why = self._killed_because or (self._over_limit(kernel) if kernel else None)
+        if why:
+            self._killed_because = why
+            _kill_tree(kernel)
+            raise Offence(index, why)
 
     def _stop_watchdog(self):
         if self._watchdog_stop is not None:
