@@ -1,4 +1,4 @@
-"""Instructor commands (run from the course root; `make help` lists the same as Makefile targets).
+"""Instructor commands, run from the course root (`make course` runs `all`; docs/grading.md: the class cycle).
 
     python -m instructor build    [ID ...]   source/ -> release/ (student) and solution/ versions
     python -m instructor check    [ID ...]   autograde the reference solutions, print a score table
@@ -77,6 +77,9 @@ def grade(args) -> int:
     plan = classgrade.Plan(workers=args.workers or classgrade.default_workers(), gpu_workers=args.gpu_workers,
                            limits=limits, isolation=args.isolation, scheduler=args.scheduler)
     results = classgrade.grade_class(args.assignments, students=args.student or None, plan=plan)
+    if not results:
+        print("Nothing was graded.", file=sys.stderr)
+        return 1
     path = classgrade.write_report(results, classgrade.report_path())
     counts = {s: sum(r.status == s for r in results) for s in ("graded", "rejected", "failed")}
     print(f"{counts['graded']} graded, {counts['rejected']} rejected, {counts['failed']} failed; "
@@ -148,8 +151,8 @@ def main(argv=None) -> int:
             return 0 if check(args.assignments) else 1
         if args.command == "collect":
             return collect.run(args)
-        if args.command in ("grade", "class"):
-            grade(args)
+        if args.command in ("grade", "class") and grade(args) != 0:
+            return 1
         if args.command in ("feedback", "class"):
             feedback(args)
         if args.command == "class":

@@ -63,12 +63,14 @@ def find_submissions(assignment: str, root=ROOT, students=None) -> list:
 def ensure_in_gradebook(assignment: str, root=ROOT) -> None:
     """The course gradebook must know the assignment (it does once `make build` has run)."""
     from nbgrader.api import Gradebook, MissingEntry
-    with Gradebook(f"sqlite:///{pathlib.Path(root) / 'gradebook.db'}", COURSE_ID) as gb:
-        try:
-            gb.find_assignment(assignment)
-            return
-        except MissingEntry:
-            pass
+    database = pathlib.Path(root) / "gradebook.db"
+    if database.exists():  # (creating one here would need nbgrader's `alembic` on this process's PATH)
+        with Gradebook(f"sqlite:///{database}", COURSE_ID) as gb:
+            try:
+                gb.find_assignment(assignment)
+                return
+            except MissingEntry:
+                pass
     nbgrader_ops.generate_release(assignment, root)
 
 
@@ -167,8 +169,13 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
     results, jobs = [], []
     for assignment in assignments:
         ensure_in_gradebook(assignment, root)
+        found = find_submissions(assignment, root, students)
+        if not found:
+            echo(f"No submissions of {assignment} under {pathlib.Path(root) / 'submitted'}/<student>/{assignment}/ "
+                 "(`python -m instructor collect` puts them there).")
+            continue
         template = sandbox.make_template(assignment)
-        for student, path, stamp in find_submissions(assignment, root, students):
+        for student, path, stamp in found:
             if path is None:
                 results.append(sandbox.Result(student, assignment, "rejected", sandbox._zero_scores(assignment),
                                               ["no single notebook was found in the submission folder"], []))

@@ -1,0 +1,40 @@
+"""The class grader's bookkeeping, without running any notebook: what it says when there is nothing
+(or nothing usable) to grade, and how it sizes itself."""
+import os
+
+import pytest
+
+from instructor import classgrade, nbgrader_ops
+from instructor.__main__ import main
+
+
+def test_no_submissions_is_said_not_silently_passed(graded_course):
+    said = []
+    results = classgrade.grade_class(["ex1_memory"], graded_course.root, students=["nobody-here"], echo=said.append)
+    assert results == []
+    assert "No submissions of ex1_memory" in said[0] and "instructor collect" in said[0]
+
+
+def test_a_folder_without_one_notebook_is_rejected_with_a_reason(graded_course):
+    folder = graded_course.root / "submitted" / "two-files" / "ex1_memory"
+    folder.mkdir(parents=True)
+    for name in ("mine.ipynb", "Copy of mine.ipynb"):
+        (folder / name).write_text("{}")
+    results = classgrade.grade_class(["ex1_memory"], graded_course.root, students=["two-files"], echo=lambda *a: None)
+    [result] = results
+    assert result.status == "rejected" and result.score == 0 and "no single notebook" in result.notes[0]
+    recorded = nbgrader_ops.cell_scores("ex1_memory", "two-files", graded_course.root)
+    assert recorded and all(score == 0 for score, _ in recorded.values())
+    graded = graded_course.root / "autograded" / "two-files" / "ex1_memory" / "ex1_memory.ipynb"
+    assert "no single notebook" in graded.read_text(), "the reason heads the notebook its feedback is made from"
+
+
+def test_unknown_exercise_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["grade", "ex9_nothing"])
+    assert exit.value.code == 2
+    assert "unknown assignment(s) ex9_nothing" in capsys.readouterr().err
+
+
+def test_workers_fit_cores_and_memory():
+    assert 1 <= classgrade.default_workers() <= (os.cpu_count() or 1)
