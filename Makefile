@@ -18,7 +18,7 @@ build: $(VENV)/.installed   ## regenerate release/ and solution/ after editing s
 	$(PY) -m instructor build
 
 test: $(VENV)/.installed    ## the whole test suite (CPU; skips only what needs CUDA, saying so)
-	$(PY) -m pytest -n 2 -rs
+	$(PY) -m pytest -n 2 --dist loadgroup -rs  # loadgroup: a module fixture (the class of 30) is built once
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" -rs

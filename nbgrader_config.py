@@ -13,9 +13,10 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetG
 
 from instructor.feedback import HideHiddenTests  # noqa: E402
 from instructor.guarded_execute import GuardedExecute  # noqa: E402
+from instructor.notebooks import COURSE_ID  # noqa: E402
 
 c.CourseDirectory.root = here
-c.CourseDirectory.course_id = "lora-quant-course"
+c.CourseDirectory.course_id = COURSE_ID
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 

@@ -16,9 +16,9 @@ import sys
 import time
 
 from instructor import nbgrader_ops
-from instructor.notebooks import ASSIGNMENTS, ROOT, cuda_test_cells, grade_cells, notebook_path, read_notebook
+from instructor.notebooks import (ASSIGNMENTS, REFERENCE_STUDENT, ROOT, cuda_test_cells, grade_cells, notebook_path,
+                                  read_notebook)
 
-REFERENCE_STUDENT = "reference"
 
 
 def build(assignments):

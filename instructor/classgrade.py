@@ -23,9 +23,8 @@ import warnings
 import nbformat
 
 from instructor import nbgrader_ops, sandbox
-from instructor.notebooks import ROOT, cuda_test_cells, notebook_path
+from instructor.notebooks import COURSE_ID, REFERENCE_STUDENT, ROOT, cuda_test_cells, notebook_path
 
-COURSE_ID = "lora-quant-course"
 
 
 def gpu_count() -> int:
@@ -46,11 +45,12 @@ def default_workers() -> int:
 
 
 def find_submissions(assignment: str, root=ROOT, students=None) -> list:
-    """(student, notebook file or None, timestamp or None) for each student folder under submitted/."""
+    """(student, notebook file or None, timestamp or None) for each student folder under submitted/
+    (but `make course`'s reference solutions)."""
     found = []
     for folder in sorted((pathlib.Path(root) / "submitted").glob(f"*/{assignment}")):
         student = folder.parent.name
-        if students and student not in students:
+        if student == REFERENCE_STUDENT or (students and student not in students):
             continue
         wanted = folder / f"{assignment}.ipynb"
         notebooks = [wanted] if wanted.exists() else sorted(folder.glob("*.ipynb"))

@@ -2,25 +2,29 @@
 
 An nbgrader export plugin, so it is `nbgrader export --exporter=instructor.export.WideCsvExport
 --to grades.csv` (what `python -m instructor export` runs). A score includes nbgrader's late penalty
-and any manual adjustment made in formgrader; a blank cell means no submission.
+and any manual adjustment made in formgrader. Every exercise has its column from the first export on;
+a blank cell means no submission (yet).
 """
 import csv
+import pathlib
 
 from nbgrader.api import MissingEntry
 from nbgrader.plugins import ExportPlugin
 
 from instructor import nbgrader_ops
-from instructor.notebooks import ASSIGNMENTS, ROOT
+from instructor.notebooks import ASSIGNMENTS, REFERENCE_STUDENT, ROOT
 
 
 class WideCsvExport(ExportPlugin):
     def export(self, gradebook):
         known = {a.name for a in gradebook.assignments}
-        assignments = [a for a in ASSIGNMENTS if a in known] + sorted(known - set(ASSIGNMENTS))
+        assignments = ASSIGNMENTS + sorted(known - set(ASSIGNMENTS))  # the same columns all term
         with open(self.to or "grades.csv", "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(["student_id", *assignments, "total"])
             for student in sorted(gradebook.students, key=lambda s: s.id):
+                if student.id == REFERENCE_STUDENT:  # `make course`'s run of the solutions
+                    continue
                 scores = []
                 for assignment in assignments:
                     try:
@@ -33,5 +37,6 @@ class WideCsvExport(ExportPlugin):
 
 
 def export(path, root=ROOT):
+    path = pathlib.Path(path).resolve()  # nbgrader runs in the course root; the path is the caller's
     nbgrader_ops._run(["export", "--exporter=instructor.export.WideCsvExport", f"--to={path}"], root)
     return path

@@ -11,7 +11,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
 from instructor import nbgrader_ops
-from instructor.notebooks import ROOT
+from instructor.notebooks import COURSE_ID, REFERENCE_STUDENT, ROOT
 
 GRADER_TRACES = ("graders", "File ", "Traceback", "---------")
 
@@ -36,7 +36,23 @@ class HideHiddenTests(ClearHiddenTests):
 
 
 def generate(assignments, root=ROOT) -> None:
-    """feedback/<student>/<assignment>/<assignment>.html for every graded submission of `assignments`."""
+    """feedback/<student>/<assignment>/<assignment>.html for every graded submission of `assignments`
+    (not for `make course`'s reference run, nor a folder in autograded/ the gradebook does not know)."""
     for assignment in assignments:
-        if any((pathlib.Path(root) / "autograded").glob(f"*/{assignment}/{assignment}.ipynb")):
-            nbgrader_ops._run(["generate_feedback", assignment, "--force"], root)
+        graded = {p.parent.parent.name for p in (pathlib.Path(root) / "autograded").glob(f"*/{assignment}/{assignment}.ipynb")}
+        students = graded & _students_with_submissions(assignment, root) - {REFERENCE_STUDENT}
+        if students:
+            nbgrader_ops._run(["generate_feedback", assignment, "--force",
+                               f"--CourseDirectory.student_id_exclude={','.join(sorted(graded - students))}"], root)
+
+
+def _students_with_submissions(assignment, root) -> set:
+    from nbgrader.api import Gradebook, MissingEntry
+    database = pathlib.Path(root) / "gradebook.db"
+    if not database.exists():
+        return set()
+    with Gradebook(f"sqlite:///{database}", COURSE_ID) as gb:
+        try:
+            return {s.student.id for s in gb.find_assignment(assignment).submissions}
+        except MissingEntry:
+            return set()

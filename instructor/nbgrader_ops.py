@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from instructor.notebooks import ROOT, notebook_path
+from instructor.notebooks import COURSE_ID, ROOT, notebook_path
 
 NBGRADER = [sys.executable, "-m", "nbgrader"]
 
@@ -54,7 +54,7 @@ def cell_scores(assignment, student, root=ROOT) -> dict:
     """grade_id -> (score, max_score) for one autograded submission."""
     from nbgrader.api import Gradebook
     db_url = "sqlite:///" + str(pathlib.Path(root) / "gradebook.db")
-    with Gradebook(db_url, "lora-quant-course") as gb:
+    with Gradebook(db_url, COURSE_ID) as gb:
         nb = gb.find_submission_notebook(assignment, assignment, student)
         return {g.name: (g.score, g.max_score) for g in nb.grades}
 

@@ -21,6 +21,11 @@ CLONE_DIR = COURSE_REPO.split("/")[1]
 # Grade cells whose grade_id starts with this need a CUDA GPU at grading time.
 CUDA_TEST_PREFIX = "test_cuda_"
 
+# nbgrader's course_id, in every gradebook (the course's and each grading sandbox's).
+COURSE_ID = "lora-quant-course"
+# `make course` grades the solutions as this student (autograded/reference/); never one of the class.
+REFERENCE_STUDENT = "reference"
+
 
 def notebook_path(assignment: str, step: str = "source", root=ROOT) -> pathlib.Path:
     return pathlib.Path(root) / step / assignment / f"{assignment}.ipynb"

@@ -1,11 +1,15 @@
 """The class grader's bookkeeping, without running any notebook: what it says when there is nothing
 (or nothing usable) to grade, and how it sizes itself."""
+import csv
 import os
+import shutil
 
 import pytest
 
-from instructor import classgrade, nbgrader_ops
+from instructor import classgrade, export, feedback, nbgrader_ops
 from instructor.__main__ import main
+from instructor.notebooks import ASSIGNMENTS, REFERENCE_STUDENT
+from tests.course import ScratchCourse
 
 
 def test_no_submissions_is_said_not_silently_passed(graded_course):
@@ -38,3 +42,26 @@ def test_unknown_exercise_is_a_usage_error(capsys):
 
 def test_workers_fit_cores_and_memory():
     assert 1 <= classgrade.default_workers() <= (os.cpu_count() or 1)
+
+
+def test_feedback_and_export_leave_out_the_reference_run_and_strays(tmp_path):
+    """`make course` leaves autograded/reference/ (committed) and a `reference` student in the gradebook."""
+    course = ScratchCourse(tmp_path)
+    nbgrader_ops.submit("ex1_memory", REFERENCE_STUDENT, course.root / "source/ex1_memory/ex1_memory.ipynb", tmp_path)
+    course.release("ex1_memory")
+    nbgrader_ops.autograde("ex1_memory", REFERENCE_STUDENT, tmp_path)
+    folder = tmp_path / "submitted" / "kim" / "ex1_memory"
+    folder.mkdir(parents=True)
+    (folder / "a.ipynb").write_text("{}")
+    (folder / "b.ipynb").write_text("{}")
+    results = classgrade.grade_class(["ex1_memory"], tmp_path, echo=lambda *a: None)
+    assert [r.student for r in results] == ["kim"], "the reference run is not one of the class"
+    stray = tmp_path / "autograded" / "stray" / "ex1_memory"
+    stray.mkdir(parents=True)
+    shutil.copy(tmp_path / "autograded" / "kim" / "ex1_memory" / "ex1_memory.ipynb", stray)
+
+    feedback.generate(["ex1_memory"], tmp_path)
+    assert [p.name for p in (tmp_path / "feedback").iterdir()] == ["kim"]
+    with open(export.export(tmp_path / "grades.csv", tmp_path), newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["student_id", *ASSIGNMENTS, "total"], ["kim", "0", "", "", "", "", "0"]]

@@ -17,6 +17,7 @@ import pytest
 from instructor import collect as collecting
 from instructor.notebooks import ROOT, notebook_path
 
+pytestmark = pytest.mark.xdist_group("collect")  # its module fixtures run nbgrader: once, on one worker
 EX1, EX2 = "ex1_memory", "ex2_quantization"
 DAY = 24 * 3600
 
