@@ -76,14 +76,15 @@ def main(argv=None):
     kinds = [pool[i % len(pool)] for i in range(args.count)]
     expected = {}
     # Without a GPU the CUDA-only cells score 0 ("must be graded on a GPU"): expected, not a difference.
-    no_gpu = set() if classgrade.gpu_count() else set(cuda_test_cells(args.assignment))
+    gpus = classgrade.gpu_count()
+    no_gpu = set() if gpus else set(cuda_test_cells(args.assignment))
     for sub in fake_class.submissions_for(course, args.assignment, kinds, names):
         folder = root / "submitted" / sub.student / args.assignment
         folder.mkdir(parents=True)
         (folder / f"{args.assignment}.ipynb").write_bytes(sub.data)
         expected[sub.student] = sum(v for g, v in sub.expected.items() if g not in no_gpu)
     print(f"{args.count} submissions of {args.assignment} in {root}; machine: {os.cpu_count()} cores, "
-          f"{platform.processor() or platform.machine()}, GPUs: {classgrade.gpu_count()}")
+          f"{platform.processor() or platform.machine()}, GPUs: {gpus}")
     subprocess.run([sys.executable, "-c", "from utils.models import gpt2_source; gpt2_source()"], check=True,
                    cwd=root, capture_output=True)  # the stand-in model is built before any timing
 
@@ -119,7 +120,7 @@ def main(argv=None):
         print(f"| {run['label']} | {run['seconds']} | {run['per_minute']} | {run['vs_first']}x |")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(dict(
-            assignment=args.assignment, count=args.count, cores=os.cpu_count(), gpus=classgrade.gpu_count(),
+            assignment=args.assignment, count=args.count, cores=os.cpu_count(), gpus=gpus,
             isolation="namespaces" if sandbox.namespaces_available() else "process", runs=runs), indent=1))
 
 

@@ -23,7 +23,7 @@ import warnings
 import nbformat
 
 from instructor import nbgrader_ops, sandbox
-from instructor.notebooks import COURSE_ID, REFERENCE_STUDENT, ROOT, cuda_test_cells, notebook_path
+from instructor.notebooks import REFERENCE_STUDENT, ROOT, cuda_test_cells, notebook_path
 
 
 
@@ -62,10 +62,9 @@ def find_submissions(assignment: str, root=ROOT, students=None) -> list:
 
 def ensure_in_gradebook(assignment: str, root=ROOT) -> None:
     """The course gradebook must know the assignment (it does once `make build` has run)."""
-    from nbgrader.api import Gradebook, MissingEntry
-    database = pathlib.Path(root) / "gradebook.db"
-    if database.exists():  # (creating one here would need nbgrader's `alembic` on this process's PATH)
-        with Gradebook(f"sqlite:///{database}", COURSE_ID) as gb:
+    from nbgrader.api import MissingEntry
+    if nbgrader_ops.gradebook_path(root).exists():
+        with nbgrader_ops.gradebook(root) as gb:
             try:
                 gb.find_assignment(assignment)
                 return
@@ -76,7 +75,6 @@ def ensure_in_gradebook(assignment: str, root=ROOT) -> None:
 
 def record(result: sandbox.Result, root=ROOT) -> None:
     """Put one Result into the course: the graded notebook in autograded/, the scores in the gradebook."""
-    from nbgrader.api import Gradebook
     folder = pathlib.Path(root) / "autograded" / result.student / result.assignment
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -87,7 +85,7 @@ def record(result: sandbox.Result, root=ROOT) -> None:
     else:
         text = result.notebook
     (folder / f"{result.assignment}.ipynb").write_text(text, encoding="utf-8")
-    with Gradebook(f"sqlite:///{pathlib.Path(root) / 'gradebook.db'}", COURSE_ID) as gb, warnings.catch_warnings():
+    with nbgrader_ops.gradebook(root) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy session warnings, harmless here
         gb.update_or_create_student(result.student)
         gb.update_or_create_submission(result.assignment, result.student)
@@ -168,12 +166,12 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
     plan.limits.threads = max(1, (os.cpu_count() or 1) // max(1, plan.workers))
     results, jobs = [], []
     for assignment in assignments:
-        ensure_in_gradebook(assignment, root)
         found = find_submissions(assignment, root, students)
         if not found:
             echo(f"No submissions of {assignment} under {pathlib.Path(root) / 'submitted'}/<student>/{assignment}/ "
                  "(`python -m instructor collect` puts them there).")
             continue
+        ensure_in_gradebook(assignment, root)
         template = sandbox.make_template(assignment)
         for student, path, stamp in found:
             if path is None:

@@ -11,7 +11,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
 from instructor import nbgrader_ops
-from instructor.notebooks import COURSE_ID, REFERENCE_STUDENT, ROOT
+from instructor.notebooks import REFERENCE_STUDENT, ROOT
 
 GRADER_TRACES = ("graders", "File ", "Traceback", "---------")
 
@@ -39,7 +39,8 @@ def generate(assignments, root=ROOT) -> None:
     """feedback/<student>/<assignment>/<assignment>.html for every graded submission of `assignments`
     (not for `make course`'s reference run, nor a folder in autograded/ the gradebook does not know)."""
     for assignment in assignments:
-        graded = {p.parent.parent.name for p in (pathlib.Path(root) / "autograded").glob(f"*/{assignment}/{assignment}.ipynb")}
+        notebooks = (pathlib.Path(root) / "autograded").glob(f"*/{assignment}/{assignment}.ipynb")
+        graded = {path.parent.parent.name for path in notebooks}
         students = graded & _students_with_submissions(assignment, root) - {REFERENCE_STUDENT}
         if students:
             nbgrader_ops._run(["generate_feedback", assignment, "--force",
@@ -47,11 +48,10 @@ def generate(assignments, root=ROOT) -> None:
 
 
 def _students_with_submissions(assignment, root) -> set:
-    from nbgrader.api import Gradebook, MissingEntry
-    database = pathlib.Path(root) / "gradebook.db"
-    if not database.exists():
+    from nbgrader.api import MissingEntry
+    if not nbgrader_ops.gradebook_path(root).exists():
         return set()
-    with Gradebook(f"sqlite:///{database}", COURSE_ID) as gb:
+    with nbgrader_ops.gradebook(root) as gb:
         try:
             return {s.student.id for s in gb.find_assignment(assignment).submissions}
         except MissingEntry:

@@ -148,6 +148,7 @@ class GuardedExecute(Execute):
         self._running, self._last_run, self._exit_requested = None, None, False
         self._killed_because, self._watchdog_stop = None, None
         self._output_bytes, self._armed, self._key = {}, False, None
+        self._kernel_process = None
 
     def _without_removed(self, nb):
         nb = copy.deepcopy(nb)
@@ -299,7 +300,6 @@ class GuardedExecute(Execute):
     def _start_watchdog(self):
         import psutil
         pid, stop = self._kernel_pid(), threading.Event()
-        self._kernel_process = None
         if pid is None:
             self.log.warning("No kernel process id: memory and process limits are off for this notebook")
             return
@@ -326,7 +326,7 @@ class GuardedExecute(Execute):
     def _check_limits(self, index: int):
         """After each cell, the same limits again: a cell that finishes fast (forking children that
         live on, say) must not slip between two looks of the watchdog."""
-        kernel = getattr(self, "_kernel_process", None)
+        kernel = self._kernel_process
         why = self._killed_because or (self._over_limit(kernel) if kernel else None)
         if why:
             self._killed_because = why

@@ -50,11 +50,20 @@ def autograde(assignment, student, root=ROOT, env=None):
     return _run(["autograde", assignment, "--student", student, "--create", "--force"], root, env).stderr
 
 
+def gradebook_path(root=ROOT) -> pathlib.Path:
+    return pathlib.Path(root) / "gradebook.db"
+
+
+def gradebook(root=ROOT):
+    """The course's nbgrader Gradebook, to use in a `with`. Make a new one through `_run` (nbgrader's CLI),
+    not here: creating the database runs `alembic`, which must be on PATH."""
+    from nbgrader.api import Gradebook
+    return Gradebook(f"sqlite:///{gradebook_path(root)}", COURSE_ID)
+
+
 def cell_scores(assignment, student, root=ROOT) -> dict:
     """grade_id -> (score, max_score) for one autograded submission."""
-    from nbgrader.api import Gradebook
-    db_url = "sqlite:///" + str(pathlib.Path(root) / "gradebook.db")
-    with Gradebook(db_url, COURSE_ID) as gb:
+    with gradebook(root) as gb:
         nb = gb.find_submission_notebook(assignment, assignment, student)
         return {g.name: (g.score, g.max_score) for g in nb.grades}
 

@@ -21,9 +21,9 @@ import time
 
 import nbformat
 
-from instructor import intake
+from instructor import intake, nbgrader_ops
 from instructor.guarded_execute import describe_cell
-from instructor.notebooks import COURSE_ID, ROOT, grade_cells, notebook_path, read_notebook
+from instructor.notebooks import ROOT, grade_cells, notebook_path, read_notebook
 
 UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net", "--mount",
            "--propagation", "private"]
@@ -167,10 +167,7 @@ def _run_nbgrader(sandbox: pathlib.Path, job: Job, isolation: str):
 
 
 def _scores(sandbox: pathlib.Path, assignment: str, student: str) -> dict:
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{sandbox / 'gradebook.db'}", COURSE_ID) as gb:
-        nb = gb.find_submission_notebook(assignment, assignment, student)
-        return {g.name: [g.score, g.max_score] for g in nb.grades}
+    return {name: list(points) for name, points in nbgrader_ops.cell_scores(assignment, student, sandbox).items()}
 
 
 def _zero_scores(assignment: str) -> dict:
