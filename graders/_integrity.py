@@ -1,16 +1,23 @@
-"""Tamper detection inside the notebook's kernel, for autograding.
+"""Tamper detection: what grading relies on, compared after every cell with how it was before the first.
 
-The grading harness (instructor/guarded_execute.py) calls `arm(key, preload)` in a fresh kernel before
-any notebook cell runs, and `probe(nonce)` after every cell. `probe` lists what the graders rely on
-that has been replaced since `arm` (a grader function, `torch.allclose`, `math.isclose`, a builtin, an
-entry of sys.modules) and signs its answer with the key, so a notebook that swaps `probe` out cannot
-answer for it.
+`watcher()` snapshots what the graders lean on and returns `changes()`, which lists what has been
+replaced or added since: a grader function or constant, a course class, `torch.allclose`,
+`math.isclose`, a builtin, an entry of sys.modules, a method of `torch.Tensor`; a trace or profile
+function; a torch function or dispatch mode left on, a tensor subclass defined outside installed code;
+and, under IPython, every hook through which a cell can change how later cells run or what they
+report (input, cleanup and AST transformers, custom exception handlers, display and exception hooks,
+event callbacks, methods of the shell, the kernel, its session and display publisher).
 
-`probe` is built by `arm` as a closure over everything it uses (the watched namespaces, the objects
-they held, the hash function, the types it compares against), and it checks the builtins first with
-plain operators before calling any of them: patching this module, `inspect`, `json` or `hmac` after
-`arm` cannot make it say "clean". It is not a sandbox against code written to read the key out of
-the closure; students never run this module (without `arm` nothing here is active).
+Two places use it. The clean room (instructor/cleanroom_runner.py), whose verdict is the grade, calls
+it directly. The Jupyter kernel that produces the notebook students see in feedback is probed through
+`arm(key, preload)` before any cell and `probe(nonce)` after each (instructor/guarded_execute.py):
+there `probe` signs its answer with the key, so a notebook that swaps `probe` out cannot answer for it.
+
+`changes` is a closure over everything it uses (the watched namespaces, the objects they held, the
+types it compares against), and it checks the builtins first with plain operators before calling
+any of them: patching this module, `inspect`, `json` or `hmac` afterwards cannot make it say "clean".
+In the kernel it is no defence against code written to read the key out of the closure, which is why
+the kernel's run is not what grades (docs/grading.md, threat model).
 """
 import builtins
 import functools
@@ -23,9 +30,10 @@ import pkgutil
 import random
 import sys
 import sysconfig
+import threading
 import types
 
-# Modules whose functions and classes must stay exactly as loaded (the course's own code).
+# Modules whose functions, classes and constants must stay exactly as loaded (the course's own code).
 EXACT_PACKAGES = ("graders", "utils")
 # Names IPython and ipykernel rebind in builtins while they run cells.
 IPYTHON_BUILTINS = frozenset({"_", "__", "___", "exit", "quit", "get_ipython", "display", "__IPYTHON__",
@@ -34,6 +42,25 @@ IPYTHON_BUILTINS = frozenset({"_", "__", "___", "exit", "quit", "get_ipython", "
 COMPILED = (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType,
             types.MethodWrapperType, types.ClassMethodDescriptorType, types.GetSetDescriptorType,
             types.MemberDescriptorType)
+PLAIN = (int, float, complex, str, bytes, bool, type(None))
+# IPython's lists of code that rewrites or wraps every later cell: nothing may be added to them.
+SHELL_HOOK_LISTS = ("input_transformers_cleanup", "input_transformers_post", "ast_transformers")
+
+
+def _ipython_objects() -> list:
+    """(label, object) for the IPython shell and the kernel around it, when there is one."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is None or not hasattr(shell, "input_transformer_manager"):  # none, or the clean room's stand-in
+        return []
+    found = [("shell", shell), ("shell.events", shell.events), ("shell.displayhook", shell.displayhook),
+             ("shell.display_pub", shell.display_pub), ("shell.display_formatter", shell.display_formatter),
+             ("shell.compile", shell.compile), ("shell.InteractiveTB", shell.InteractiveTB),
+             ("shell.SyntaxTB", shell.SyntaxTB), ("shell.input_transformer_manager", shell.input_transformer_manager)]
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None:
+        found += [("kernel", kernel), ("kernel.session", kernel.session)]
+    return found
 
 
 def _watched():
@@ -42,14 +69,28 @@ def _watched():
     import torch
     import torch.nn.functional
     import torch.testing
-    spaces = [(name, vars(module), True, False) for name, module in sorted(sys.modules.items())
+    course = [(name, module) for name, module in sorted(sys.modules.items())
               if isinstance(module, types.ModuleType) and name.split(".")[0] in EXACT_PACKAGES]
+    spaces = [(name, vars(module), True, False) for name, module in course]
+    for name, module in course:  # a course class patched in place (graders' reference LoRALinear, say)
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, type) and value.__module__ == name:
+                spaces.append((f"{name}.{attr}", vars(value), True, True))
     for label, module in [("torch", torch), ("torch.nn.functional", torch.nn.functional),
                           ("torch.testing", torch.testing), ("numpy", numpy), ("math", math), ("random", random)]:
         spaces.append((label, vars(module), False, False))
-    for cls in (*torch.Tensor.__mro__[:-1], torch.nn.Module):  # a patched __eq__ lands in a class dict
+    for cls in (*torch.Tensor.__mro__[:-1], torch.nn.Module, torch.nn.Parameter):  # a patched __eq__
         spaces.append((f"{cls.__module__}.{cls.__qualname__}", vars(cls), False, True))
-    return spaces
+    for label, obj in _ipython_objects():  # methods replaced on the shell or kernel, or on their classes
+        spaces.append((label, vars(obj), False, True))
+        for cls in type(obj).__mro__[:-1]:
+            spaces.append((f"{cls.__module__}.{cls.__qualname__}", vars(cls), False, True))
+    seen, unique = set(), []
+    for space in spaces:  # a class may be reached twice (the kernel's and the shell's bases)
+        if space[0] not in seen:
+            seen.add(space[0])
+            unique.append(space)
+    return unique
 
 
 def _library_dirs() -> tuple:
@@ -70,16 +111,12 @@ def _import_quietly(name: str) -> None:
         pass
 
 
-def _make_probe(secret: bytes, install):
-    """Build probe(nonce) -> signed list of what changed, `install` it, then snapshot what is watched
-    (so the installed probe is part of the snapshot)."""
-    compiled, partial, sha256 = COMPILED, functools.partial, hashlib.sha256
-    key = secret.ljust(64, b"\0")
-    inner_pad, outer_pad = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
-
-    def sign(nonce: str, body: str) -> str:  # HMAC-SHA256 (RFC 2104) from captured pieces only
-        inner = sha256(inner_pad + f"{nonce}:{body}".encode()).digest()
-        return sha256(outer_pad + inner).hexdigest()
+def watcher():
+    """Snapshot now; return changes() -> sorted list of what was replaced, added or switched on since."""
+    compiled, partial, plain = COMPILED, functools.partial, PLAIN
+    exact_types = (dict, list, tuple, set, frozenset)
+    import torch
+    tensor_cls, torch_c = torch.Tensor, torch._C
 
     def from_library(value, depth=0) -> bool:
         """Defined by installed code (torch wrapping its own functions lazily, say), not by a cell."""
@@ -101,6 +138,35 @@ def _make_probe(secret: bytes, install):
             return str(getattr(module, "__file__", "") or "").startswith(library_dirs)
         return not callable(value)
 
+    def fingerprint(value, depth=0):
+        """A course constant, by content for plain data (a dict of bytes per dtype, say), else by identity."""
+        kind = type(value)
+        if kind in plain:
+            return kind, value
+        if kind in exact_types and depth < 4:
+            items = value.items() if kind is dict else value
+            if kind is dict:
+                items = [(fingerprint(k, depth + 1), fingerprint(v, depth + 1)) for k, v in items]
+            else:
+                items = [fingerprint(v, depth + 1) for v in items]
+            return kind, id(value), len(value), tuple(items) if kind not in (set, frozenset) else frozenset(items)
+        return "object", id(value)
+
+    def hook_lists():
+        return {f"{label}.{name}": list(getattr(obj, name)) for label, obj in ipython_objects if label == "shell"
+                for name in SHELL_HOOK_LISTS} | {
+            f"shell.events.{event}": list(callbacks) for label, obj in ipython_objects if label == "shell.events"
+            for event, callbacks in obj.callbacks.items()}
+
+    def foreign_tensor_types():
+        found, stack = [], list(type.__subclasses__(tensor_cls))
+        while stack:
+            cls = stack.pop()
+            if cls not in known_tensor_types and not from_library(cls):
+                found.append(f"a torch.Tensor subclass `{cls.__qualname__}`")
+            stack.extend(type.__subclasses__(cls))
+        return found
+
     def changes() -> list:
         found = [f"builtins.{k}" for k, v in genuine_builtins.items()
                  if k not in ipython_names and builtins_dict.get(k) is not v]
@@ -112,6 +178,9 @@ def _make_probe(secret: bytes, install):
         for label, ns, exact, report_added in spaces:
             old = held[label]
             for name, value in list(ns.items()):
+                if type(name) is not str:  # noqa: E721 - a key of another type could run code when compared
+                    found.append(f"{label}[{type(name).__name__} key]")
+                    continue
                 if name in old:
                     if value is old[name] or (not exact and from_library(value)):
                         continue
@@ -119,31 +188,94 @@ def _make_probe(secret: bytes, install):
                     continue
                 found.append(f"{label}.{name}")
             found += [f"{label}.{name} (deleted)" for name in old if name not in ns]
+        for label, before in constants.items():
+            ns, name = constant_spaces[label]
+            if fingerprint(ns.get(name)) != before:
+                found.append(f"{label} (its contents)")
+        for label, before in hooks.items():
+            now = hook_lists().get(label, [])
+            if len(now) != len(before) or any(a is not b for a, b in zip(now, before)):
+                added = [h for h in now if not any(h is b for b in before)]
+                if label.startswith("shell.events.") and all(from_library(h) for h in added) and len(now) >= len(
+                        before):
+                    continue  # IPython's own callbacks (%matplotlib inline registers one)
+                found.append(label)
+        for name, before in sys_hooks.items():
+            now = getattr(sys, name, None)
+            if now is not before and not from_library(now):
+                found.append(f"sys.{name}")
+        for label, obj in ipython_objects:
+            if label == "shell" and getattr(obj, "custom_exceptions", ()):
+                found.append("shell.set_custom_exc")
+        for label, now in (("sys.settrace", sys.gettrace()), ("sys.setprofile", sys.getprofile()),
+                           ("threading.settrace", getattr(threading, "_trace_hook", None)),
+                           ("threading.setprofile", getattr(threading, "_profile_hook", None))):
+            if now is not None and now is not tracing[label]:
+                found.append(label)
+        if torch_c._len_torch_function_stack() or torch_c._len_torch_dispatch_stack() > dispatch_depth:
+            found.append("a torch function or dispatch mode left on")
+        found += foreign_tensor_types()
         return sorted(found)
+
+    spaces = _watched()
+    ipython_objects = _ipython_objects()
+    held = {label: {k: v for k, v in list(ns.items()) if callable(v) or isinstance(v, types.ModuleType)}
+            for label, ns, _, _ in spaces}
+    constant_spaces = {f"{label}.{name}": (ns, name) for label, ns, exact, added in spaces if exact and not added
+                       for name, value in list(ns.items())
+                       if not callable(value) and not isinstance(value, types.ModuleType) and not name.startswith("__")}
+    constants = {label: fingerprint(ns.get(name)) for label, (ns, name) in constant_spaces.items()}
+    hooks = hook_lists()
+    sys_hooks = {name: getattr(sys, name, None) for name in ("excepthook", "unraisablehook", "breakpointhook")}
+    tracing = {"sys.settrace": sys.gettrace(), "sys.setprofile": sys.getprofile(),
+               "threading.settrace": getattr(threading, "_trace_hook", None),
+               "threading.setprofile": getattr(threading, "_profile_hook", None)}
+    dispatch_depth = torch_c._len_torch_dispatch_stack()
+    roots = (*EXACT_PACKAGES, "torch", "numpy", "math", "random", "builtins")
+    modules, module_dict = {n: m for n, m in list(sys.modules.items()) if n.split(".")[0] in roots}, sys.modules
+    genuine_builtins, builtins_dict, ipython_names = dict(vars(builtins)), vars(builtins), IPYTHON_BUILTINS
+    library_dirs = _library_dirs()
+    known_tensor_types = set()
+    stack = list(type.__subclasses__(tensor_cls))
+    while stack:
+        cls = stack.pop()
+        known_tensor_types.add(cls)
+        stack.extend(type.__subclasses__(cls))
+    return changes
+
+
+def load_course(preload=()) -> None:
+    """Import the libraries the notebook imports, then every grader: importing first matters, since a
+    library may patch torch when imported, and that is not tampering."""
+    for name in preload:
+        _import_quietly(name)
+    import graders
+    for info in pkgutil.iter_modules(graders.__path__):
+        _import_quietly(f"graders.{info.name}")
+
+
+def _make_probe(secret: bytes, install):
+    """Build probe(nonce) -> signed list of what changed, `install` it, then snapshot what is watched
+    (so the installed probe is part of the snapshot)."""
+    sha256 = hashlib.sha256
+    key = secret.ljust(64, b"\0")
+    inner_pad, outer_pad = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+    def sign(nonce: str, body: str) -> str:  # HMAC-SHA256 (RFC 2104) from captured pieces only
+        inner = sha256(inner_pad + f"{nonce}:{body}".encode()).digest()
+        return sha256(outer_pad + inner).hexdigest()
 
     def probe(nonce: str) -> str:
         body = "\n".join(changes())
         return f"{sign(nonce, body)}\n{body}"
 
     install(probe)
-    spaces = _watched()
-    held = {label: {k: v for k, v in list(ns.items()) if callable(v) or isinstance(v, types.ModuleType)}
-            for label, ns, _, _ in spaces}
-    roots = (*EXACT_PACKAGES, "torch", "numpy", "math", "random", "builtins")
-    modules, module_dict = {n: m for n, m in list(sys.modules.items()) if n.split(".")[0] in roots}, sys.modules
-    genuine_builtins, builtins_dict, ipython_names = dict(vars(builtins)), vars(builtins), IPYTHON_BUILTINS
-    library_dirs = _library_dirs()
+    changes = watcher()
 
 
 def arm(key_hex: str, preload=()) -> None:
-    """Load the graders and the libraries the notebook imports, then remember what they look like.
-
-    Importing first matters: libraries may patch torch when imported, and that is not tampering."""
-    for name in preload:
-        _import_quietly(name)
-    import graders
-    for info in pkgutil.iter_modules(graders.__path__):
-        _import_quietly(f"graders.{info.name}")
+    """In the notebook's kernel, before its first cell: load the course, then remember what it looks like."""
+    load_course(preload)
     _make_probe(bytes.fromhex(key_hex), install=lambda real: globals().__setitem__("probe", real))
 
 

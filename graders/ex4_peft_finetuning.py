@@ -5,6 +5,7 @@ architecture, no memory, no download) wrapped by the real PEFT library, so the e
 PEFT's own and no answer depends on another one being right."""
 import contextlib
 import copy
+import functools
 import random
 import warnings
 
@@ -85,14 +86,9 @@ def reference_lora_param_count(model, target_modules, r):
     return total
 
 
-REFERENCE_MODULES = None
-
-
+@functools.cache  # cached here, not in a module global: the tamper check holds grader constants still
 def _reference_modules():
-    global REFERENCE_MODULES
-    if REFERENCE_MODULES is None:
-        REFERENCE_MODULES = peft_applied(target_modules=["c_attn", "c_proj"])[0]
-    return REFERENCE_MODULES
+    return peft_applied(target_modules=["c_attn", "c_proj"])[0]
 
 
 def _is_lora_config(obj) -> bool:

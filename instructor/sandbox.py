@@ -21,7 +21,7 @@ import time
 
 import nbformat
 
-from instructor import intake, nbgrader_ops
+from instructor import cleanroom, intake, nbgrader_ops
 from instructor.guarded_execute import describe_cell
 from instructor.notebooks import ROOT, grade_cells, notebook_path, read_notebook
 
@@ -36,7 +36,7 @@ class Limits:
     memory_mb: int = 6144  # resident memory of the kernel and its children
     max_output_bytes: int = 1_000_000  # output kept per cell
     threads: int = 1  # torch/BLAS threads of the kernel
-    integrity: bool = True  # tamper checks (graders/_integrity.py); off only to show what they catch
+    integrity: bool = True  # tamper checks and the clean-room verdict; off only to show what they catch
 
 
 @dataclasses.dataclass
@@ -152,12 +152,17 @@ def _environment(sandbox: pathlib.Path, job: Job) -> dict:
     return env
 
 
+def _run_environment(sandbox: pathlib.Path, job: Job) -> dict:
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), **_environment(sandbox, job)}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return env
+
+
 def _run_nbgrader(sandbox: pathlib.Path, job: Job, isolation: str):
     command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--student", job.student, "--force"]
     if isolation == "namespaces":
         command = [*UNSHARE, sys.executable, "-m", "instructor.jail", str(sandbox), "--", *command]
-    env = {**os.environ, "PYTHONPATH": _pythonpath(), **_environment(sandbox, job)}
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    env = _run_environment(sandbox, job)
     with open(sandbox / "nbgrader.log", "w", encoding="utf-8") as log:
         try:
             return subprocess.run(command, cwd=sandbox, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -184,6 +189,31 @@ def _guard_notes(report: dict) -> list:
     if report.get("not_run"):
         notes.append(f"{len(report['not_run'])} cell(s) were not run: the notebook used up its grading time")
     return notes
+
+
+def _apply_verdicts(room: cleanroom.Verdicts, out, scores: dict, notes: list, flags: list, report: dict) -> dict:
+    """The grade: a test cell keeps the kernel run's points only if the clean room passed it too."""
+    removed_in_kernel = set(report.get("removed", {}))
+    for index, (cell, why) in room.removed.items():
+        if str(index) not in removed_in_kernel:
+            notes.append(f"{cell} {why}; the notebook was graded without it")
+    final = {}
+    for grade_id, (score, max_score) in scores.items():
+        if room.passed.get(grade_id):
+            final[grade_id] = [score, max_score]
+            continue
+        final[grade_id] = [0.0, max_score]
+        if score:  # the kernel's run passed what the clean room failed: say so, in the cell and on top
+            why = room.why.get(grade_id, "it failed")
+            notes.append(f"`{grade_id}` passed in the notebook's own run but failed in the clean-room run that "
+                         f"grades it: {why}")
+            flags.append(f"the kernel's run and the clean room disagree on {grade_id}")
+            for cell in out.cells:
+                if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
+                    cell.outputs.append(nbformat.v4.new_output("error", ename="CleanRoomVerdict", evalue=why,
+                                                               traceback=[f"CleanRoomVerdict: {why}"]))
+    flags += [f for f in room.flags if f not in flags]
+    return final
 
 
 def notes_cell(notes: list, flags: list = ()) -> dict:
@@ -234,11 +264,22 @@ def _grade_in(sandbox, job, checked, isolation, started) -> Result:
         if code == 0 and graded.exists():
             notes += _guard_notes(report)
             out = nbformat.read(str(graded), as_version=4)
-            if notes or checked.flags:
-                out.cells.insert(0, notes_cell(notes, checked.flags))
-            return Result(job.student, job.assignment, "graded", _scores(sandbox, job.assignment, job.student),
-                          notes, checked.flags, round(time.perf_counter() - started, 1),
-                          report.get("peak_memory_mb", 0.0), isolation, nbformat.writes(out))
+            scores, flags = _scores(sandbox, job.assignment, job.student), list(checked.flags)
+            if job.limits.integrity:
+                room = cleanroom.verdicts(out, job.assignment, sandbox, _run_environment(sandbox, job), job.limits,
+                                          isolation, {i: "this cell ran past the time limit in the kernel's run"
+                                                      for i in report.get("timed_out", [])})
+                if room.broken:
+                    return Result(job.student, job.assignment, "failed", _zero_scores(job.assignment),
+                                  notes + [f"the clean room that grades the test cells could not run: {room.broken}"],
+                                  flags + room.flags, round(time.perf_counter() - started, 1),
+                                  report.get("peak_memory_mb", 0.0), isolation)
+                scores = _apply_verdicts(room, out, scores, notes, flags, report)
+            if notes or flags:
+                out.cells.insert(0, notes_cell(notes, flags))
+            return Result(job.student, job.assignment, "graded", scores, notes, flags,
+                          round(time.perf_counter() - started, 1), report.get("peak_memory_mb", 0.0), isolation,
+                          nbformat.writes(out))
         running = report.get("running")
         if report.get("failed") is None and running is not None and code != 0 and attempt < 2:
             # The grading process itself died mid-cell (something killed it): that cell goes, and again.
