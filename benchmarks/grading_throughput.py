@@ -66,6 +66,8 @@ def main(argv=None):
     parser.add_argument("--kinds", default=";".join(KINDS),
                         help="kinds of submission to cycle through (tests/fake_class.py), separated by ;")
     parser.add_argument("--skip-stock", action="store_true", help="skip the two sequential nbgrader runs")
+    parser.add_argument("--cleanroom", choices=["on", "off", "both"], default="both",
+                        help="grade with the clean-room verdict, without it (the engine before it), or both")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -98,26 +100,34 @@ def main(argv=None):
         got = scores_of(root, args.assignment, names)
         per_minute = args.count / seconds * 60
         runs.append(dict(label=label, seconds=round(seconds, 1), per_minute=round(per_minute, 2), workers=workers,
+                         worker_seconds_per_submission=round(seconds * (workers or 1) / args.count, 2),
                          gpu_workers=gpu_workers, scores_as_expected=got == expected))
         print(f"{label:44s} {seconds:7.1f} s  {per_minute:6.2f} / min  scores {'ok' if got == expected else 'DIFFER'}")
 
     if not args.skip_stock:
         note("nbgrader autograde, stock Execute", sequential(root, args.assignment, stock=True))
         note("nbgrader autograde, course GuardedExecute", sequential(root, args.assignment, stock=False))
+    rooms = {"on": [True], "off": [False], "both": [False, True]}[args.cleanroom]
     for gpu_workers in [int(g) for g in args.gpu_workers.split(",") if g] or [None]:
         for workers in [int(w) for w in args.workers.split(",")]:
-            plan = classgrade.Plan(workers=workers, gpu_workers=gpu_workers)
-            started = time.perf_counter()
-            classgrade.grade_class([args.assignment], root, plan=plan, echo=lambda *a: None)
-            label = f"instructor grade, {workers} CPU worker(s)" + (f", {gpu_workers} GPU" if gpu_workers else "")
-            note(label, time.perf_counter() - started, workers, gpu_workers)
+            for room in rooms:
+                plan = classgrade.Plan(workers=workers, gpu_workers=gpu_workers,
+                                       limits=sandbox.Limits(cleanroom=room))
+                started = time.perf_counter()
+                classgrade.grade_class([args.assignment], root, plan=plan, echo=lambda *a: None)
+                label = (f"instructor grade, {workers} CPU worker(s)" + (f", {gpu_workers} GPU" if gpu_workers else "")
+                         + (", + clean room" if room else ", kernel only"))
+                note(label, time.perf_counter() - started, workers, gpu_workers)
+                runs[-1]["cleanroom"] = room
 
     base = runs[0]["per_minute"]
     for run in runs:
         run["vs_first"] = round(run["per_minute"] / base, 2)
-    print("\n| run | seconds | submissions / min | vs first row |\n| --- | --- | --- | --- |")
+    print("\n| run | seconds | submissions / min | worker-seconds / submission | vs first row |\n"
+          "| --- | --- | --- | --- | --- |")
     for run in runs:
-        print(f"| {run['label']} | {run['seconds']} | {run['per_minute']} | {run['vs_first']}x |")
+        print(f"| {run['label']} | {run['seconds']} | {run['per_minute']} | {run['worker_seconds_per_submission']} "
+              f"| {run['vs_first']}x |")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(dict(
             assignment=args.assignment, count=args.count, cores=os.cpu_count(), gpus=gpus,

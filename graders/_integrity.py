@@ -45,6 +45,7 @@ COMPILED = (types.BuiltinFunctionType, types.WrapperDescriptorType, types.Method
 PLAIN = (int, float, complex, str, bytes, bool, type(None))
 # IPython's lists of code that rewrites or wraps every later cell: nothing may be added to them.
 SHELL_HOOK_LISTS = ("input_transformers_cleanup", "input_transformers_post", "ast_transformers")
+MANAGER_HOOK_LISTS = ("cleanup_transforms", "line_transforms", "token_transformers")
 
 
 def _ipython_objects() -> list:
@@ -153,10 +154,25 @@ def watcher():
         return "object", id(value)
 
     def hook_lists():
-        return {f"{label}.{name}": list(getattr(obj, name)) for label, obj in ipython_objects if label == "shell"
-                for name in SHELL_HOOK_LISTS} | {
-            f"shell.events.{event}": list(callbacks) for label, obj in ipython_objects if label == "shell.events"
-            for event, callbacks in obj.callbacks.items()}
+        found = {}
+        for label, obj in ipython_objects:
+            if label == "shell":
+                found |= {f"shell.{name}": list(getattr(obj, name)) for name in SHELL_HOOK_LISTS}
+            elif label == "shell.input_transformer_manager":
+                found |= {f"{label}.{name}": list(getattr(obj, name, [])) for name in MANAGER_HOOK_LISTS}
+            elif label == "shell.events":
+                found |= {f"shell.events.{event}": list(callbacks) for event, callbacks in obj.callbacks.items()}
+        return found
+
+    def stray_threads():
+        found = []
+        for thread in threading.enumerate():
+            if thread in threads_before or not thread.is_alive():
+                continue
+            target = getattr(thread, "_target", None)
+            if not from_library(target if target is not None else type(thread)):
+                found.append(f"a thread left running (`{thread.name}`)")
+        return found
 
     def foreign_tensor_types():
         found, stack = [], list(type.__subclasses__(tensor_cls))
@@ -174,7 +190,14 @@ def watcher():
             return found
         if sys.modules is not module_dict:
             found.append("sys.modules")
-        found += [f"sys.modules[{name!r}]" for name, module in modules.items() if module_dict.get(name) is not module]
+        found += [f"sys.modules[{name!r}]" for name, module in modules.items()
+                  if module_dict.get(name) is not module or type(module) is not module_types[name]]
+        for label, (function, code, defaults, kwdefaults) in internals.items():
+            if (function.__code__ is not code or function.__defaults__ is not defaults
+                    or function.__kwdefaults__ is not kwdefaults):
+                found.append(f"{label} (its code)")
+        if len(gc_callbacks) != len(gc_before) or any(a is not b for a, b in zip(gc_callbacks, gc_before)):
+            found.append("gc.callbacks")
         for label, ns, exact, report_added in spaces:
             old = held[label]
             for name, value in list(ns.items()):
@@ -207,6 +230,13 @@ def watcher():
         for label, obj in ipython_objects:
             if label == "shell" and getattr(obj, "custom_exceptions", ()):
                 found.append("shell.set_custom_exc")
+            if label == "shell" and obj.user_ns.get("__builtins__") is not user_builtins:
+                found.append("the notebook's `__builtins__`")
+        for number, before in handlers.items():
+            now = getsignal(number)
+            if now is not before and not from_library(now):
+                found.append(f"a signal handler ({number!r})")
+        found += stray_threads()
         for label, now in (("sys.settrace", sys.gettrace()), ("sys.setprofile", sys.getprofile()),
                            ("threading.settrace", getattr(threading, "_trace_hook", None)),
                            ("threading.setprofile", getattr(threading, "_profile_hook", None))):
@@ -226,6 +256,12 @@ def watcher():
                        if not callable(value) and not isinstance(value, types.ModuleType) and not name.startswith("__")}
     constants = {label: fingerprint(ns.get(name)) for label, (ns, name) in constant_spaces.items()}
     hooks = hook_lists()
+    import signal
+    getsignal = signal.getsignal
+    handlers = {number: getsignal(number) for number in signal.valid_signals()
+                if number not in (signal.SIGKILL, signal.SIGSTOP)}
+    user_builtins = next((obj.user_ns.get("__builtins__") for label, obj in ipython_objects if label == "shell"), None)
+    threads_before = set(threading.enumerate())
     sys_hooks = {name: getattr(sys, name, None) for name in ("excepthook", "unraisablehook", "breakpointhook")}
     tracing = {"sys.settrace": sys.gettrace(), "sys.setprofile": sys.getprofile(),
                "threading.settrace": getattr(threading, "_trace_hook", None),
@@ -233,6 +269,11 @@ def watcher():
     dispatch_depth = torch_c._len_torch_dispatch_stack()
     roots = (*EXACT_PACKAGES, "torch", "numpy", "math", "random", "builtins")
     modules, module_dict = {n: m for n, m in list(sys.modules.items()) if n.split(".")[0] in roots}, sys.modules
+    module_types = {name: type(module) for name, module in modules.items()}  # __class__ swapped on a module
+    internals = {f"{label}.{name}": (value, value.__code__, value.__defaults__, value.__kwdefaults__)
+                 for label, ns, _, _ in spaces for name, value in list(ns.items()) if isinstance(value, types.FunctionType)}
+    import gc
+    gc_callbacks, gc_before = gc.callbacks, list(gc.callbacks)
     genuine_builtins, builtins_dict, ipython_names = dict(vars(builtins)), vars(builtins), IPYTHON_BUILTINS
     library_dirs = _library_dirs()
     known_tensor_types = set()
@@ -245,13 +286,16 @@ def watcher():
 
 
 def load_course(preload=()) -> None:
-    """Import the libraries the notebook imports, then every grader: importing first matters, since a
-    library may patch torch when imported, and that is not tampering."""
+    """Import the libraries the notebook imports, then the graders it names (all of them if it names
+    none): importing first matters, since a library may patch torch when imported, and that is not
+    tampering. Only the graders the notebook uses: Exercise 4's imports PEFT, which takes seconds."""
     for name in preload:
         _import_quietly(name)
     import graders
-    for info in pkgutil.iter_modules(graders.__path__):
-        _import_quietly(f"graders.{info.name}")
+    wanted = [name for name in preload if name.startswith("graders.")] or [
+        f"graders.{info.name}" for info in pkgutil.iter_modules(graders.__path__)]
+    for name in ["graders._core", *wanted]:
+        _import_quietly(name)
 
 
 def _make_probe(secret: bytes, install):

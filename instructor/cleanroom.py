@@ -30,6 +30,10 @@ from instructor.notebooks import ROOT, notebook_path, read_notebook
 PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup"]
 RUNNER = ("import sys; sys.path.insert(0, {root!r}); "
           "from instructor.cleanroom_runner import main; main()")
+# Without namespaces the clean room's parent would be the grading worker itself, which a cell could then
+# signal (os.kill(os.getppid(), ...)): a small parent of its own stands in between.
+PARENT = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+          "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
 MAX_ATTEMPTS = 6
 MAX_PROCESSES = 32
 MAX_RECORD_BYTES = 4 * 2**20  # what is read back from the verdict pipe
@@ -40,6 +44,7 @@ class Verdicts:
     passed: dict = dataclasses.field(default_factory=dict)  # grade_id -> bool
     why: dict = dataclasses.field(default_factory=dict)  # grade_id -> why it failed
     removed: dict = dataclasses.field(default_factory=dict)  # cell index -> (cell, reason)
+    errors: dict = dataclasses.field(default_factory=dict)  # cell index -> the error it ended with (last run)
     flags: list = dataclasses.field(default_factory=list)
     broken: str = None  # the clean room could not run at all (the grader's problem, not the student's)
     attempts: int = 0
@@ -121,10 +126,10 @@ def _job_cells(nb, tests: dict, skip: dict) -> list:
 
 def _command(sandbox: pathlib.Path, fd: int, isolation: str) -> list:
     from instructor.sandbox import UNSHARE
-    command = [sys.executable, "-I", "-c", RUNNER.format(root=str(ROOT)), str(fd)]
+    command = ["-I", "-c", RUNNER.format(root=str(ROOT)), str(fd)]
     if isolation == "namespaces":
-        command = [*UNSHARE, sys.executable, "-m", "instructor.jail", str(sandbox), "--", *command]
-    return command
+        return [*UNSHARE, sys.executable, "-m", "instructor.jail", str(sandbox), "--", sys.executable, *command]
+    return [sys.executable, "-I", "-c", PARENT, *command]
 
 
 def _one_run(nb, tests, skip, sandbox, env, limits, isolation, attempt) -> tuple:
@@ -194,9 +199,10 @@ def _watch(process, reader, limits):
 
 
 def verdicts(nb, assignment: str, sandbox: pathlib.Path, env: dict, limits, isolation: str,
-             skip: dict = None) -> Verdicts:
-    """Run every test cell of `nb` (the notebook as the kernel graded it) in the clean room."""
-    started, tests = time.perf_counter(), test_cells(assignment)
+             skip: dict = None, tests: dict = None) -> Verdicts:
+    """Run every test cell of `nb` (the notebook as the kernel graded it) in the clean room. `tests`
+    (grade_id -> source) replaces the course's own test cells, for tests of the clean room itself."""
+    started, tests = time.perf_counter(), tests if tests is not None else test_cells(assignment)
     skip, failed_tests, result = dict(skip or {}), {}, Verdicts()
     try:
         for attempt in range(MAX_ATTEMPTS):
@@ -214,6 +220,7 @@ def verdicts(nb, assignment: str, sandbox: pathlib.Path, env: dict, limits, isol
                 return result
             result.seccomp = by_event["ready"][0].get("seccomp", "")
             done = by_event.get("done", [])
+            result.errors = {record["cell"]: record["error"] for record in done if record.get("error")}
             for record in done:
                 if record.get("grade_id"):
                     ok = not record.get("error") and not record.get("tampered") and not record.get("refused")

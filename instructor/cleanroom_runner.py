@@ -23,6 +23,7 @@ passes for a record. What this does not defend against is in docs/grading.md (th
 import builtins
 import json
 import os
+import re
 import sys
 
 # Events refused, and reported as tampering: nothing an honest notebook needs while it is graded.
@@ -41,6 +42,7 @@ REFUSED_MODULES = ("ctypes", "_ctypes", "cffi", "_cffi_backend", "_testcapi", "_
 FRAME_EVENTS = frozenset({"sys._getframe"})
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "gi_yieldfrom"})
 FUNCTION_INTERNALS = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__closure__", "__globals__"})
+TIMEIT_OPTIONS = re.compile(r"^\s*(?:-[nrp]\s*\d+\s*|-[tcqo]\s+)*")
 CELL_MAGICS_RUN = frozenset({"time", "timeit", "capture", "prun", "debug"})  # %%magic whose body is Python
 
 
@@ -111,6 +113,7 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
     import gc
     import hashlib
     realpath, isinstance_, str_, bytes_, fsdecode, type_ = os.path.realpath, isinstance, str, bytes, os.fsdecode, type
+    graders_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "graders" + os.sep
     function_type, getframe, get_ident, write, exit_ = type(make_hook), sys._getframe, _thread.get_ident, os.write, os._exit
     sha256, dumps = hashlib.sha256, json.dumps
     pad = key.ljust(64, b"\0")
@@ -135,13 +138,13 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
         finally:
             looking.discard(me)
 
-    def from_a_cell(skip_dir: str = None) -> bool:
+    def from_a_cell(skip_dir: str = "<frozen importlib") -> bool:
         """Does the code behind this event come from a cell (rather than an installed library)?"""
-        me = get_ident()
+        me, skip = get_ident(), ("<frozen importlib", skip_dir)
         looking.add(me)
         try:
             frame = getframe(2)  # 0 here, 1 the hook, 2 the code that raised the event
-            while frame is not None and skip_dir and frame.f_code.co_filename.startswith(skip_dir):
+            while frame is not None and frame.f_code.co_filename.startswith(skip):  # the importer, ctypes itself
                 frame = frame.f_back
             return frame is not None and not frame.f_code.co_filename.startswith(library_dirs)
         finally:
@@ -217,15 +220,16 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
             refuse(f"`{event}`")
         if event == "import":
             name = args[0] if args and isinstance_(args[0], str_) else ""
-            if name.split(".")[0] in REFUSED_MODULES:
+            if name.split(".")[0] in REFUSED_MODULES and from_a_cell():
                 refuse(f"importing `{name}`")
         elif event in ("object.__setattr__", "object.__delattr__"):
             target, name = args[0], args[1] if len(args) > 1 else ""
-            if isinstance_(target, function_type) and name in FUNCTION_INTERNALS:
-                refuse(f"replacing a function's `{name}`")
+            if isinstance_(target, function_type) and name in FUNCTION_INTERNALS and from_a_cell():
+                refuse(f"replacing a function's `{name}`")  # libraries do it while importing (transformers)
         elif event == "open":
             path = args[0] if args else None
-            if isinstance_(path, (str_, bytes_)) and memory_file(path):
+            if isinstance_(path, (str_, bytes_)) and (memory_file(path) or (
+                    realpath(fsdecode(path)).startswith(graders_dir) and from_a_cell())):
                 refuse(f"opening `{fsdecode(path)}`")
 
     return hook
@@ -244,8 +248,8 @@ class Shell:
         self.events = _Events()
 
     def run_line_magic(self, name, line, _stack_depth=1):
-        if name in ("time", "timeit"):
-            return self._run(line)
+        if name in ("time", "timeit"):  # once, without %timeit's options (-n 10 -r 3 -q -o...)
+            return self._run(TIMEIT_OPTIONS.sub("", line) if name == "timeit" else line)
         return None
 
     def run_cell_magic(self, name, line, cell):
@@ -312,6 +316,8 @@ def shell_changes(shell, before: dict, library_dirs: tuple) -> list:
                 found.append(f"get_ipython().events ({event})")
     now = dict(vars(shell))
     found += [f"get_ipython().{name}" for name in now if name not in before or now[name] is not before[name]]
+    if shell.user_ns.get("__builtins__") is not builtins:
+        found.append("the notebook's `__builtins__`")
     return found
 
 
@@ -410,28 +416,13 @@ def _sign_once(key, fd: int, body: dict) -> None:
 
 
 def all_changes(module_changes, shell, library_dirs: tuple):
-    """changes() -> everything the course's watcher, the stand-in shell and the thread list report."""
-    import threading
-    shell_before, threads_before = dict(vars(shell)), set(threading.enumerate())
+    """changes() -> what the course's watcher and the stand-in shell report."""
+    shell_before = dict(vars(shell))
 
     def changes() -> list:
-        return module_changes() + shell_changes(shell, shell_before, library_dirs) + stray_threads(threads_before, library_dirs)
+        return module_changes() + shell_changes(shell, shell_before, library_dirs)
 
     return changes
-
-
-def stray_threads(before: set, library_dirs: tuple) -> list:
-    """Threads a cell started and left running, unless installed code started them (tqdm's monitor)."""
-    import threading
-    found = []
-    for thread in threading.enumerate():
-        if thread in before or not thread.is_alive():
-            continue
-        target = getattr(thread, "_target", None)
-        code = getattr(target if target is not None else getattr(type(thread), "run", None), "__code__", None)
-        if code is None or not code.co_filename.startswith(library_dirs):
-            found.append(f"a thread left running (`{thread.name}`)")
-    return found
 
 
 if __name__ == "__main__":

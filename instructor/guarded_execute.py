@@ -35,6 +35,8 @@ from instructor.notebooks import ROOT
 IMPORT_LINE = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*))",
                          re.M)
 
+GRADER_IMPORT = re.compile(r"^\s*from\s+graders\s+import\s+(ex\w+)", re.M)
+
 
 class Offence(Exception):
     """A cell that cannot stay in the notebook: it is removed and the notebook run again."""
@@ -45,12 +47,14 @@ class Offence(Exception):
 
 
 def imported_modules(nb) -> list:
-    """Modules the notebook's code cells import (a regex, so cells with magics or syntax errors count)."""
+    """Modules the notebook's code cells import (a regex, so cells with magics or syntax errors count);
+    `from graders import ex1_memory` counts as graders.ex1_memory, the grader it uses."""
     names = set()
     for cell in nb.cells:
         if cell.cell_type == "code":
             for from_name, import_names in IMPORT_LINE.findall(cell.source):
                 names.update([from_name] if from_name else [n.strip() for n in import_names.split(",")])
+            names.update(f"graders.{name}" for name in GRADER_IMPORT.findall(cell.source))
     return sorted(names)
 
 

@@ -37,6 +37,7 @@ class Limits:
     max_output_bytes: int = 1_000_000  # output kept per cell
     threads: int = 1  # torch/BLAS threads of the kernel
     integrity: bool = True  # tamper checks and the clean-room verdict; off only to show what they catch
+    cleanroom: bool = True  # the clean-room verdict (instructor/cleanroom.py); off only to measure its cost
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ class Result:
     peak_memory_mb: float = 0.0
     isolation: str = ""
     notebook: str = None  # the graded notebook (JSON), notes cell included
+    cleanroom: object = None  # the clean room's Verdicts (instructor/cleanroom.py), when it ran
 
     @property
     def score(self) -> float:
@@ -265,7 +267,8 @@ def _grade_in(sandbox, job, checked, isolation, started) -> Result:
             notes += _guard_notes(report)
             out = nbformat.read(str(graded), as_version=4)
             scores, flags = _scores(sandbox, job.assignment, job.student), list(checked.flags)
-            if job.limits.integrity:
+            room = None
+            if job.limits.integrity and job.limits.cleanroom:
                 room = cleanroom.verdicts(out, job.assignment, sandbox, _run_environment(sandbox, job), job.limits,
                                           isolation, {i: "this cell ran past the time limit in the kernel's run"
                                                       for i in report.get("timed_out", [])})
@@ -279,7 +282,7 @@ def _grade_in(sandbox, job, checked, isolation, started) -> Result:
                 out.cells.insert(0, notes_cell(notes, flags))
             return Result(job.student, job.assignment, "graded", scores, notes, flags,
                           round(time.perf_counter() - started, 1), report.get("peak_memory_mb", 0.0), isolation,
-                          nbformat.writes(out))
+                          nbformat.writes(out), room)
         running = report.get("running")
         if report.get("failed") is None and running is not None and code != 0 and attempt < 2:
             # The grading process itself died mid-cell (something killed it): that cell goes, and again.

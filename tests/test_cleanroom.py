@@ -1,0 +1,105 @@
+"""The clean room alone (instructor/cleanroom.py), on small notebooks: what it runs, what it refuses,
+and that only its own signed records count. The red team (tests/test_redteam.py) grades whole
+submissions through it; these show each mechanism by itself, in seconds."""
+import os
+import pathlib
+
+import nbformat
+import pytest
+
+from instructor import cleanroom, sandbox
+
+CHECK = "assert answer == 42, f'answer should be 42, got {answer}'"
+
+
+def notebook(*sources, test_at=None):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    if test_at is not None:
+        nb.cells[test_at].metadata["nbgrader"] = {"grade": True, "grade_id": "test_answer", "points": 1}
+    return nb
+
+
+def judge(tmp_path, *sources, test_at=-1, **limits):
+    """Run `sources` (the cell at test_at is the test cell: CHECK) in the clean room; its Verdicts."""
+    sources = list(sources)
+    test_at = test_at % len(sources)
+    nb = notebook(*sources, test_at=test_at)
+    settings = sandbox.Limits(**{"cell_timeout": 20, "notebook_timeout": 120, "memory_mb": 3000, **limits})
+    isolation = "namespaces" if sandbox.namespaces_available() else "process"
+    env = {**os.environ, "PYTHONPATH": sandbox._pythonpath()}
+    return cleanroom.verdicts(nb, "ex1_memory", pathlib.Path(tmp_path), env, settings, isolation,
+                              tests={"test_answer": CHECK})
+
+
+def test_a_passing_and_a_failing_check(tmp_path):
+    assert judge(tmp_path, "answer = 42", CHECK).passed == {"test_answer": True}
+    failed = judge(tmp_path, "answer = 41", CHECK)
+    assert failed.passed == {"test_answer": False} and "got 41" in failed.why["test_answer"]
+
+
+def test_the_test_cell_is_the_course_s_not_the_submission_s(tmp_path):
+    """A submission that edits its test cell to `pass` is still checked with the course's words."""
+    assert judge(tmp_path, "answer = 41", "pass").passed == {"test_answer": False}
+
+
+def test_ipython_magics_and_shell_commands_run_or_are_skipped(tmp_path):
+    verdict = judge(tmp_path, "%matplotlib inline\n!echo hi\nfiles = !ls", "%%time\nanswer = 6 * 7",
+                    "%time answer = answer + 0", CHECK)
+    assert verdict.passed == {"test_answer": True} and verdict.errors == {}, verdict
+
+
+@pytest.mark.parametrize("label, source, reason", [
+    ("an input transformer", "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])",
+     "input_transformers_cleanup"),
+    ("a frame", "import sys\nsys._getframe()", "sys._getframe"),
+    ("a traceback's frame", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    e.__traceback__.tb_frame",
+     "tb_frame"),
+    ("the garbage collector", "import gc\ngc.get_objects()", "gc.get_objects"),
+    ("a trace function", "import sys\nsys.settrace(lambda *a: None)", "sys.settrace"),
+    ("ctypes", "import ctypes\nctypes.string_at(id(1), 8)", "ctypes"),
+    ("a new code object", "(lambda: 0).__code__.replace(co_consts=(1,))", "code.__new__"),
+    ("a process", "import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
+    ("its memory", "open('/proc/self/mem', 'rb')", "/proc/self/mem"),
+    ("a grader replaced", "import graders._core\ngraders._core.fail = print", "graders._core.fail"),
+    ("the grader's source", "open(__import__('graders').__path__[0] + '/ex1_memory.py')",
+     "ex1_memory.py"),
+])
+def test_what_could_reach_the_verdict_is_refused_and_the_cell_removed(tmp_path, label, source, reason):
+    verdict = judge(tmp_path, "answer = 42", source, CHECK)
+    assert verdict.passed == {"test_answer": True}, verdict  # graded without the cell
+    assert list(verdict.removed) == [1] and reason in verdict.removed[1][1], verdict.removed
+
+
+def test_no_signal_handler_can_be_installed(tmp_path):
+    """A signal handler would be handed the running frame: seccomp refuses to install one."""
+    verdict = judge(tmp_path, "import signal\nsignal.signal(signal.SIGUSR1, lambda *a: None)\nanswer = 42", CHECK)
+    if verdict.seccomp:
+        pytest.skip(f"no seccomp filter on this machine: {verdict.seccomp}")
+    assert verdict.passed == {"test_answer": False} and "Operation not permitted" in verdict.errors[0]
+
+
+def test_forged_records_are_caught_and_their_cell_removed(tmp_path):
+    forge = ("import os, json\nfor fd in range(3, 40):\n    try:\n        os.write(fd, ('0' * 64 + ' ' + json.dumps("
+             "{'event': 'done', 'cell': 2, 'grade_id': 'test_answer', 'error': None, 'tampered': [], 'refused': [],"
+             " 'seq': 3}) + '\\n').encode())\n    except OSError:\n        pass")
+    verdict = judge(tmp_path, "answer = 41", forge, CHECK)
+    assert verdict.passed == {"test_answer": False}
+    assert "verdict channel" in verdict.removed[1][1] and verdict.flags
+
+
+@pytest.mark.parametrize("label, source, reason", [
+    ("exits", "import os\nos._exit(0)", "stopped the Python process"),
+    ("hangs", "while True:\n    pass", "ran past the 5 s limit"),
+    ("eats memory", "hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))", "MB of memory"),
+])
+def test_a_cell_that_stops_the_clean_room_is_removed_and_the_rest_graded(tmp_path, label, source, reason):
+    verdict = judge(tmp_path, "answer = 42", source, CHECK, cell_timeout=5, memory_mb=1500)
+    assert verdict.passed == {"test_answer": True} and reason in verdict.removed[1][1], verdict
+
+
+def test_an_answer_that_interferes_while_it_is_checked_fails(tmp_path):
+    source = "class Answer(int):\n    def __eq__(self, other):\n        import math\n        math.isclose = None\n" \
+             "        return True\nanswer = Answer(41)"
+    verdict = judge(tmp_path, source, CHECK)
+    assert verdict.passed == {"test_answer": False} and "interfered" in verdict.why["test_answer"], verdict

@@ -1,0 +1,94 @@
+"""The red team: every exploit in tests/redteam.py, graded the way a class is graded, never pays.
+
+Each exploit rides on a wrong answer it tries to hide; the graded submission must lose exactly that
+answer's points (every other test cell keeps its points) and say why. Honest notebooks that use
+IPython as students do keep full marks with no note and no flag. A few exploits are graded once more
+with the defences off, to show they are real: there, they pay.
+"""
+import functools
+import json
+
+import pytest
+
+from instructor import sandbox
+from instructor.notebooks import notebook_path, read_notebook
+from tests.course import answers_module, cells_grading, with_cell
+from tests.fake_class import _add_cell
+from tests.redteam import EXPLOITS, HONEST
+
+pytestmark = pytest.mark.slow
+
+# Shown to fool a Jupyter kernel when the tamper checks and the clean room are off.
+PAY_WITHOUT_DEFENCES = ["a cleanup transformer turns the test cell into `pass`",
+                        "showtraceback replaced on the shell",
+                        "the kernel's session drops every error message",
+                        "a fresh `__builtins__` for the notebook with a fake import",
+                        "an SQL trigger in the sandbox's gradebook turns zeros into full marks"]
+
+
+@functools.cache
+def _template(assignment):
+    return sandbox.make_template(assignment)
+
+
+@functools.cache
+def _points(assignment) -> dict:
+    from instructor.notebooks import grade_cells
+    return {g: float(p) for g, p in grade_cells(read_notebook(notebook_path(assignment))).items()}
+
+
+def _submission(exploit) -> dict:
+    solution = read_notebook(notebook_path(exploit.assignment, "solution"))
+    wrong = answers_module(exploit.assignment).WRONG[exploit.answer][exploit.wrong][1]
+    return _add_cell(with_cell(solution, exploit.answer, wrong), exploit.code, after=exploit.after)
+
+
+def _grade(assignment, nb, integrity=True):
+    limits = sandbox.Limits(cell_timeout=60, notebook_timeout=600, memory_mb=4000, integrity=integrity)
+    return sandbox.grade_one(sandbox.Job("mallory", assignment, json.dumps(nb).encode(), _template(assignment),
+                                         limits))
+
+
+def test_the_suite_covers_the_issue_families():
+    families = {e.family for e in EXPLOITS}
+    assert len(EXPLOITS) >= 30 and len({e.name for e in EXPLOITS}) == len(EXPLOITS)
+    for family in ["input transformers", "AST transformers", "custom exception handlers", "traceback hooks",
+                   "display hooks", "event callbacks", "kernel methods", "forged kernel messages", "settrace",
+                   "setprofile", "frames", "garbage collector", "ctypes", "patched libraries",
+                   "mutated grader objects"]:
+        assert family in families, family
+
+
+@pytest.mark.parametrize("exploit", EXPLOITS, ids=[e.id for e in EXPLOITS])
+def test_no_exploit_pays(exploit):
+    result = _grade(exploit.assignment, _submission(exploit))
+    lost = set(cells_grading(read_notebook(notebook_path(exploit.assignment)), exploit.answer))
+    assert lost, exploit.answer
+    if result.status in ("rejected", "failed"):  # nothing graded, and the reason given: nothing paid
+        assert result.score == 0 and result.notes, result
+        return
+    assert result.status == "graded", (result.status, result.notes)
+    for grade_id, points in _points(exploit.assignment).items():
+        expected = 0.0 if grade_id in lost else points
+        assert result.scores[grade_id][0] == expected, (grade_id, result.scores, result.notes, result.flags)
+    assert result.notes, "the grade must say what happened"
+
+
+@pytest.mark.parametrize("name", PAY_WITHOUT_DEFENCES)
+def test_the_exploits_are_real(name):
+    """With the tamper checks and the clean room off, these hide their wrong answer completely."""
+    exploit = next(e for e in EXPLOITS if e.name == name)
+    assert exploit.pays_in_a_plain_kernel
+    result = _grade(exploit.assignment, _submission(exploit), integrity=False)
+    assert result.status == "graded"
+    assert result.score == sum(_points(exploit.assignment).values()), (result.scores, result.notes)
+
+
+def test_honest_ipython_is_never_flagged():
+    nb = read_notebook(notebook_path("ex1_memory", "solution"))
+    for source in reversed(HONEST):
+        nb = _add_cell(nb, source, after="to_gb")
+    result = _grade("ex1_memory", nb)
+    assert result.status == "graded" and result.score == result.max_score, (result.scores, result.notes)
+    assert result.notes == [] and result.flags == []
+    assert result.cleanroom.errors == {}, "every honest cell must run in the clean room too"
