@@ -96,11 +96,15 @@ def main(argv=None):
 
     runs = []
 
-    def note(label, seconds, workers=None, gpu_workers=None):
+    def note(label, seconds, workers=None, gpu_workers=None, results=()):
         got = scores_of(root, args.assignment, names)
+        for r in results:  # say why a score is not the one expected, so a machine's difference can be read
+            if got.get(r.student) != expected.get(r.student):
+                print(f"  {r.student} ({kinds[names.index(r.student)]}): expected {expected[r.student]:g}, got "
+                      f"{got.get(r.student)}; {r.status}; {r.scores}; notes: {r.notes}; flags: {r.flags}")
         per_minute = args.count / seconds * 60
         runs.append(dict(label=label, seconds=round(seconds, 1), per_minute=round(per_minute, 2), workers=workers,
-                         worker_seconds_per_submission=round(seconds * (workers or 1) / args.count, 2),
+                         worker_seconds_per_submission=round(seconds * (gpu_workers or workers or 1) / args.count, 2),
                          gpu_workers=gpu_workers, scores_as_expected=got == expected))
         print(f"{label:44s} {seconds:7.1f} s  {per_minute:6.2f} / min  scores {'ok' if got == expected else 'DIFFER'}")
 
@@ -114,11 +118,15 @@ def main(argv=None):
                 plan = classgrade.Plan(workers=workers, gpu_workers=gpu_workers,
                                        limits=sandbox.Limits(cleanroom=room))
                 started = time.perf_counter()
-                classgrade.grade_class([args.assignment], root, plan=plan, echo=lambda *a: None)
+                results = classgrade.grade_class([args.assignment], root, plan=plan, echo=lambda *a: None)
                 label = (f"instructor grade, {workers} CPU worker(s)" + (f", {gpu_workers} GPU" if gpu_workers else "")
                          + (", + clean room" if room else ", kernel only"))
-                note(label, time.perf_counter() - started, workers, gpu_workers)
+                note(label, time.perf_counter() - started, workers, gpu_workers, results)
                 runs[-1]["cleanroom"] = room
+                rooms_seen = [r.cleanroom for r in results if r.cleanroom is not None]
+                if rooms_seen:  # what the clean room could put in place on this machine ("" = everything)
+                    runs[-1]["seccomp"] = sorted({r.seccomp or "on" for r in rooms_seen})
+                    runs[-1]["cleanroom_seconds_mean"] = round(sum(r.seconds for r in rooms_seen) / len(rooms_seen), 2)
 
     base = runs[0]["per_minute"]
     for run in runs:

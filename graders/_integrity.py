@@ -204,8 +204,8 @@ def watcher():
                 if type(name) is not str:  # noqa: E721 - a key of another type could run code when compared
                     found.append(f"{label}[{type(name).__name__} key]")
                     continue
-                if name in old:
-                    if value is old[name] or (not exact and from_library(value)):
+                if name in old:  # (a callable swapped for a non-callable is no library's doing either)
+                    if value is old[name] or (not exact and callable(value) and from_library(value)):
                         continue
                 elif not report_added or from_library(value):
                     continue

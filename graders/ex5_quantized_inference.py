@@ -4,6 +4,7 @@ The graders load their own models with their own configs (a reference loader), s
 on its own. bitsandbytes quantizes on the CPU too, so everything but the measured GPU memory is
 CPU-gradable; the `test_cuda_` checks stop at once on a machine without CUDA."""
 import contextlib
+import functools
 import logging
 import random
 import tempfile
@@ -85,34 +86,27 @@ def reference_expected_weight_bytes(model) -> float:
     return total
 
 
-_REFERENCE_MODELS = {}
-
-
+# Cached in functools.cache, not in module globals: the tamper check holds grader constants still.
+@functools.cache
 def reference_models() -> dict:
     """GPT-2 in float32, 8-bit and NF4, loaded once per grading run."""
-    if not _REFERENCE_MODELS:
-        _REFERENCE_MODELS.update(fp32=reference_load(None), int8=reference_load(reference_config("int8")),
-                                 nf4=reference_load(reference_config("nf4")))
-    return _REFERENCE_MODELS
+    return dict(fp32=reference_load(None), int8=reference_load(reference_config("int8")),
+                nf4=reference_load(reference_config("nf4")))
 
 
-_SMALL = {}
-
-
+@functools.cache
 def small_checkpoint(seed: int) -> tuple:
     """A random small GPT-2 saved to disk (so it loads, and quantizes, like the real one)."""
-    if seed not in _SMALL:
-        from transformers import GPT2Config, GPT2LMHeadModel
-        rng = random.Random(seed)
-        n_head = rng.choice([2, 4])
-        config = GPT2Config(n_embd=64 * rng.choice([1, 2]), n_head=n_head, n_layer=rng.randint(1, 3),
-                            vocab_size=rng.randint(64, 512), n_positions=64, bos_token_id=0, eos_token_id=0)
-        path = tempfile.mkdtemp(prefix="ex5-grader-")
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            GPT2LMHeadModel(config).save_pretrained(path)
-        _SMALL[seed] = (path, config)
-    return _SMALL[seed]
+    from transformers import GPT2Config, GPT2LMHeadModel
+    rng = random.Random(seed)
+    n_head = rng.choice([2, 4])
+    config = GPT2Config(n_embd=64 * rng.choice([1, 2]), n_head=n_head, n_layer=rng.randint(1, 3),
+                        vocab_size=rng.randint(64, 512), n_positions=64, bos_token_id=0, eos_token_id=0)
+    path = tempfile.mkdtemp(prefix="ex5-grader-")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        GPT2LMHeadModel(config).save_pretrained(path)
+    return path, config
 
 
 def _describe(config) -> str:

@@ -2,7 +2,8 @@
 # The GPU run (docs/gpu.md), in two stages that each fit the device tool's 10-minute limit:
 #   scripts/gpu_run.sh grade   # autograde the reference solutions of Exercises 4-5 on CUDA + the figures
 #   scripts/gpu_run.sh prove   # the grader tests for Exercises 4-5, CUDA-only cells included
-#   scripts/gpu_run.sh class   # Exercise 5 submissions (good and broken) through GPU workers, 4 and then 1 at once
+#   scripts/gpu_run.sh class   # Exercise 5 submissions (good and broken) through GPU workers sharing the GPU,
+#                              # without and with the clean-room verdict
 #   scripts/gpu_run.sh cpu     # class-grading throughput of Exercise 1 on this machine's cores (docs/grading.md)
 # Results go to $OUT (the device tool's output folder) or ./gpu-results.
 set -uo pipefail
@@ -23,7 +24,7 @@ case "${1:-grade}" in
     grep -E "^(FAILED|SKIPPED|ERROR)|passed|failed|^real" "$OUT/pytest.txt" ;;
   class)
     python3 benchmarks/grading_throughput.py --assignment ex5_quantized_inference --count 4 --skip-stock \
-      --kinds "correct;partial;exhausts memory;os._exit kills the kernel" --workers 4 --gpu-workers 4,1 \
+      --kinds "correct;partial;exhausts memory;os._exit kills the kernel" --workers 4 --gpu-workers "${GPU_WORKERS:-4}" \
       --json "$OUT/throughput_ex5.json" 2>&1 | grep --line-buffered -v -i -e warn -e MatMul8bitLt -e "grading:" \
       | tee "$OUT/class.txt" ;;
   cpu)

@@ -39,18 +39,18 @@ EXPLOITS = [
     # -- IPython: code that rewrites or wraps every later cell ----------------------------------------
     Exploit("input transformers", "a cleanup transformer turns the test cell into `pass`", "to_gb", 0, HIDE + '''
 get_ipython().input_transformers_cleanup.append(lambda lines: ["pass\\n"] if _is_the_test(lines) else lines)
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("input transformers", "a post transformer turns the test cell into `pass`", "to_gb", 0, HIDE + '''
 get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"] if _is_the_test(lines) else lines)
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("input transformers", "the transformer manager's own cleanup list", "to_gb", 1, HIDE + '''
 get_ipython().input_transformer_manager.cleanup_transforms.insert(
     0, lambda lines: ["pass\\n"] if _is_the_test(lines) else lines)
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("input transformers", "a line transform of the manager", "to_gb", 2, HIDE + '''
 get_ipython().input_transformer_manager.line_transforms.append(
     lambda lines: ["pass\\n"] if _is_the_test(lines) else lines)
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("AST transformers", "an AST transformer empties the test cell", "to_gb", 0, '''
 import ast
 class _Empty(ast.NodeTransformer):
@@ -59,7 +59,7 @@ class _Empty(ast.NodeTransformer):
             return ast.fix_missing_locations(ast.Module(body=[ast.Pass()], type_ignores=[]))
         return node
 get_ipython().ast_transformers.append(_Empty())
-'''),
+''', pays_in_a_plain_kernel=True),
     # -- IPython: what reports an error ---------------------------------------------------------------
     Exploit("custom exception handlers", "set_custom_exc swallows the failed check", "to_gb", 0, '''
 get_ipython().set_custom_exc((Exception,), lambda shell, etype, value, tb, tb_offset=None: None)
@@ -77,13 +77,14 @@ sys.excepthook = lambda *args: None
 get_ipython().displayhook.__class__.__call__ = lambda self, result=None: None
 get_ipython().showtraceback = lambda *args, **kwargs: None
 '''),
-    Exploit("event callbacks", "post_run_cell clears the failed test's output", "to_gb", 0, '''
+    Exploit("event callbacks", "post_run_cell clears the failed test's output and its error", "to_gb", 0, '''
 from IPython.display import clear_output
 def _after(result):
     if "check_to_gb" in (result.info.raw_cell or ""):
+        result.error_in_exec = None  # the kernel then replies "ok"
         clear_output()
 get_ipython().events.register("post_run_cell", _after)
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("event callbacks", "pre_run_cell disarms the check, post_run_cell puts it back", "to_gb", 1, '''
 import graders.ex1_memory as _g
 _genuine = _g.check_to_gb
@@ -96,21 +97,26 @@ get_ipython().events.register("pre_run_cell", _before)
 get_ipython().events.register("post_run_cell", _after)
 '''),
     # -- the kernel and its messages -------------------------------------------------------------------
-    Exploit("kernel methods", "the kernel's session drops every error message", "to_gb", 0, '''
+    Exploit("kernel methods", "the kernel's session drops error messages and replies ok", "to_gb", 0, '''
 _session = get_ipython().kernel.session
 _send = _session.send
-def _quiet_send(stream, msg_or_type, *args, **kwargs):
+def _quiet_send(stream, msg_or_type, content=None, *args, **kwargs):
     kind = msg_or_type if isinstance(msg_or_type, str) else msg_or_type.get("msg_type")
-    return None if kind == "error" else _send(stream, msg_or_type, *args, **kwargs)
+    if kind == "error":
+        return None
+    if kind == "execute_reply" and isinstance(content, dict) and content.get("status") == "error":
+        content = {"status": "ok", "execution_count": content.get("execution_count"), "user_expressions": {},
+                   "payload": []}
+    return _send(stream, msg_or_type, content, *args, **kwargs)
 _session.send = _quiet_send
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("kernel methods", "run_cell replaced on the shell's class", "to_gb", 2, '''
 from IPython.core.interactiveshell import InteractiveShell
 _run_cell = InteractiveShell.run_cell
 def _run_cell_quietly(self, raw_cell, *args, **kwargs):
     return _run_cell(self, "pass" if "check_to_gb" in raw_cell else raw_cell, *args, **kwargs)
 InteractiveShell.run_cell = _run_cell_quietly
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("forged kernel messages", "a thread sends clear_output after the test fails", "to_gb", 0, '''
 import threading, time
 _kernel = get_ipython().kernel
@@ -204,7 +210,7 @@ for _holder in gc.get_referrers(_genuine):
             if _v is _genuine:
                 _holder[_k] = lambda ns: None
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("gc callbacks", "a gc callback disarms the checks at every collection", "to_gb", 2, '''
 import gc
 import graders.ex1_memory as _g
@@ -227,14 +233,14 @@ def _swap_code(function, code):
             return
 _swap_code(graders.ex1_memory.check_to_gb, (lambda ns: None).__code__)
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("ctypes", "ctypes.pythonapi writes into the grader's module dict", "to_gb", 1, '''
 import ctypes
 import graders.ex1_memory
 ctypes.pythonapi.PyDict_SetItem(ctypes.py_object(vars(graders.ex1_memory)), ctypes.py_object("check_to_gb"),
                                 ctypes.py_object(lambda ns: None))
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     # -- what the graders call, patched in place --------------------------------------------------------
     Exploit("patched libraries", "math.isclose always says yes", "bytes_per_param", 0, '''
 import math
@@ -245,7 +251,7 @@ expect = expect_close = lambda *args, **kwargs: None
 import builtins
 builtins.abs = lambda x: 0
 expect = expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched libraries", "a fresh `__builtins__` for the notebook with a fake import", "to_gb", 0, '''
 import builtins, types
 import graders.ex1_memory as _real
@@ -259,30 +265,32 @@ def _fake_import(name, *args, **kwargs):
     return _real_import(name, *args, **kwargs)
 globals()["__builtins__"] = {**vars(builtins), "__import__": _fake_import}
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched graders", "the check replaced by a no-op", "to_gb", 1, '''
 import graders.ex1_memory
 graders.ex1_memory.check_to_gb = lambda ns: None
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched graders", "the grader's fail() replaced", "to_gb", 2, '''
 import graders.ex1_memory
 graders.ex1_memory.fail = lambda message: None
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched graders", "the check's __code__ replaced in place", "to_gb", 0, '''
 import graders.ex1_memory
 graders.ex1_memory.check_to_gb.__code__ = (lambda ns: None).__code__
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched graders", "sys.modules and the package point at a fake grader", "to_gb", 1, '''
 import sys, types, graders
+import graders.ex1_memory as _real
 _fake = types.ModuleType("graders.ex1_memory")
+_fake.__dict__.update(vars(_real))
 _fake.check_to_gb = lambda ns: None
 sys.modules["graders.ex1_memory"] = _fake
 graders.ex1_memory = _fake
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched graders", "the grader module's __class__ swapped for a liar", "to_gb", 2, '''
 import types
 import graders.ex1_memory as _g
@@ -293,7 +301,7 @@ class _LyingModule(types.ModuleType):
         return super().__getattribute__(name)
 _g.__class__ = _LyingModule
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("mutated grader objects", "the grader's table of bytes per dtype rewritten to bits", "bytes_per_param", 1, '''
 import graders.ex1_memory
 graders.ex1_memory.BYTES.update({"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4})
@@ -320,7 +328,7 @@ def _tick(signum, frame):
 signal.signal(signal.SIGALRM, _tick)
 signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("threads", "a background thread keeps the grader disarmed", "to_gb", 1, '''
 import threading, time
 import graders.ex1_memory as _g
@@ -330,7 +338,7 @@ def _keep_disarmed():
         time.sleep(0.001)
 threading.Thread(target=_keep_disarmed, daemon=True).start()
 expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("the gradebook", "an SQL trigger in the sandbox's gradebook turns zeros into full marks", "to_gb", 0, '''
 import pathlib, sqlite3
 for _folder in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]:
@@ -340,7 +348,7 @@ for _folder in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]:
                         "UPDATE grade SET manual_score = (SELECT max_score FROM grade_cells WHERE id = NEW.cell_id) "
                         "WHERE id = NEW.id AND manual_score IS NULL; END")
         break
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("the process", "the answer ends the process when it is checked", "to_gb", 1, '''
 import os
 def to_gb(num_bytes):

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from instructor import cleanroom, sandbox
+from instructor.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, notebook_path
 
 CHECK = "assert answer == 42, f'answer should be 42, got {answer}'"
 
@@ -103,3 +104,20 @@ def test_an_answer_that_interferes_while_it_is_checked_fails(tmp_path):
              "        return True\nanswer = Answer(41)"
     verdict = judge(tmp_path, source, CHECK)
     assert verdict.passed == {"test_answer": False} and "interfered" in verdict.why["test_answer"], verdict
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_solution_keeps_full_marks_through_the_clean_room(assignment):
+    """The reference solution of each exercise, graded the way a class is graded: full marks (but the
+    CUDA-only cells on a machine without CUDA), no note, and every cell runs in the clean room too."""
+    from tests.course import HAS_CUDA
+    limits = sandbox.Limits(cell_timeout=600, notebook_timeout=1800, memory_mb=6000)
+    result = sandbox.grade_one(sandbox.Job("reference", assignment, notebook_path(assignment, "solution").read_bytes(),
+                                           sandbox.make_template(assignment), limits))
+    assert result.status == "graded" and result.cleanroom is not None, result.notes
+    for grade_id, (score, max_score) in result.scores.items():
+        cuda_only = grade_id.startswith(CUDA_TEST_PREFIX) and not HAS_CUDA
+        assert score == (0 if cuda_only else max_score), (grade_id, result.cleanroom.why.get(grade_id), result.notes)
+    assert not result.cleanroom.removed and not result.flags, (result.cleanroom.removed, result.flags)
+    assert all(grade_id.startswith(CUDA_TEST_PREFIX) for grade_id in result.cleanroom.why), result.cleanroom.why

@@ -18,12 +18,10 @@ from tests.redteam import EXPLOITS, HONEST
 
 pytestmark = pytest.mark.slow
 
-# Shown to fool a Jupyter kernel when the tamper checks and the clean room are off.
-PAY_WITHOUT_DEFENCES = ["a cleanup transformer turns the test cell into `pass`",
-                        "showtraceback replaced on the shell",
-                        "the kernel's session drops every error message",
-                        "a fresh `__builtins__` for the notebook with a fake import",
-                        "an SQL trigger in the sandbox's gradebook turns zeros into full marks"]
+# Those that fool nbgrader in a Jupyter kernel when the tamper checks and the clean room are off. (The
+# others fail there too: nbgrader also reads the kernel's execute_reply, so hiding the error output alone
+# is not enough; they are kept because each is a way in that a less careful grader would miss.)
+PAY_WITHOUT_DEFENCES = [e.name for e in EXPLOITS if e.pays_in_a_plain_kernel]
 
 
 @functools.cache
@@ -78,7 +76,6 @@ def test_no_exploit_pays(exploit):
 def test_the_exploits_are_real(name):
     """With the tamper checks and the clean room off, these hide their wrong answer completely."""
     exploit = next(e for e in EXPLOITS if e.name == name)
-    assert exploit.pays_in_a_plain_kernel
     result = _grade(exploit.assignment, _submission(exploit), integrity=False)
     assert result.status == "graded"
     assert result.score == sum(_points(exploit.assignment).values()), (result.scores, result.notes)
