@@ -19,6 +19,7 @@ import os
 import pathlib
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -161,6 +162,10 @@ def _one_run(nb, tests, skip, sandbox, env, limits, isolation, attempt) -> tuple
     except OSError:
         pass
     stopped = _watch(process, reader, limits)
+    try:  # whatever the notebook left behind in the clean room's process group (an orphan, a fork) goes too
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     reader.join(timeout=30)
     return reader.records, reader.forged_in if reader.forged else [], stopped, reader.running
 

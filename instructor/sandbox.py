@@ -268,7 +268,8 @@ def _grade_in(sandbox, job, checked, isolation, started) -> Result:
             out = nbformat.read(str(graded), as_version=4)
             scores, flags = _scores(sandbox, job.assignment, job.student), list(checked.flags)
             room = None
-            if job.limits.integrity and job.limits.cleanroom:
+            # The clean room can only take points away: with none to take (a blank notebook), it is skipped.
+            if job.limits.integrity and job.limits.cleanroom and any(score for score, _ in scores.values()):
                 room = cleanroom.verdicts(out, job.assignment, sandbox, _run_environment(sandbox, job), job.limits,
                                           isolation, {i: "this cell ran past the time limit in the kernel's run"
                                                       for i in report.get("timed_out", [])})

@@ -21,13 +21,13 @@ def notebook(*sources, test_at=None):
     return nb
 
 
-def judge(tmp_path, *sources, test_at=-1, **limits):
+def judge(tmp_path, *sources, test_at=-1, isolation=None, **limits):
     """Run `sources` (the cell at test_at is the test cell: CHECK) in the clean room; its Verdicts."""
     sources = list(sources)
     test_at = test_at % len(sources)
     nb = notebook(*sources, test_at=test_at)
     settings = sandbox.Limits(**{"cell_timeout": 20, "notebook_timeout": 120, "memory_mb": 3000, **limits})
-    isolation = "namespaces" if sandbox.namespaces_available() else "process"
+    isolation = isolation or ("namespaces" if sandbox.namespaces_available() else "process")
     env = {**os.environ, "PYTHONPATH": sandbox._pythonpath()}
     return cleanroom.verdicts(nb, "ex1_memory", pathlib.Path(tmp_path), env, settings, isolation,
                               tests={"test_answer": CHECK})
@@ -97,6 +97,14 @@ def test_forged_records_are_caught_and_their_cell_removed(tmp_path):
 def test_a_cell_that_stops_the_clean_room_is_removed_and_the_rest_graded(tmp_path, label, source, reason):
     verdict = judge(tmp_path, "answer = 42", source, CHECK, cell_timeout=5, memory_mb=1500)
     assert verdict.passed == {"test_answer": True} and reason in verdict.removed[1][1], verdict
+
+
+def test_without_namespaces_the_worker_is_out_of_a_cell_s_reach(tmp_path):
+    """Process isolation: the clean room's parent is a stand-in, not the grading worker, so a cell that
+    kills its parent kills only that; the cell is removed and the rest graded."""
+    kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)"
+    verdict = judge(tmp_path, "answer = 42", kill, CHECK, isolation="process")
+    assert verdict.passed == {"test_answer": True} and list(verdict.removed) == [1], verdict
 
 
 def test_an_answer_that_interferes_while_it_is_checked_fails(tmp_path):
