@@ -10,7 +10,7 @@ student line runs, it
 - installs an audit hook (sys.addaudithook: it can't be removed) that refuses what could reach the
   grader's own state: frames (sys._getframe, tb_frame, gi_frame...), the garbage collector's object
   lists, trace and profile functions, ctypes and other native back doors, new code objects, new
-  processes, opening /proc/*/mem;
+  processes, links, opening /proc/*/mem;
 - asks the Linux kernel (seccomp) to refuse new signal handlers (a handler is handed the running
   frame, the one way to a frame the hook can't see), ptrace and exec, for this process and its children.
 
@@ -155,9 +155,9 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
             path = realpath(fsdecode(path))
         except Exception:  # noqa: BLE001 - a path that can't even be resolved is not opened here
             return True
-        parts = path.split("/")
-        return path in ("/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore") or (
-            len(parts) > 2 and parts[1] == "proc" and (parts[-1] in ("mem", "pagemap") or "map_files" in parts))
+        parts = path.split("/")  # by name too: os.open("self/mem", dir_fd=<fd of /proc>) names no /proc
+        return path in ("/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore") or parts[-1] in ("mem", "pagemap") or (
+            len(parts) > 2 and parts[1] == "proc" and "map_files" in parts)
 
     def record(args: tuple):
         if state["signing"]:
@@ -226,6 +226,9 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
             target, name = args[0], args[1] if len(args) > 1 else ""
             if isinstance_(target, function_type) and name in FUNCTION_INTERNALS and from_a_cell():
                 refuse(f"replacing a function's `{name}`")  # libraries do it while importing (transformers)
+        elif event in ("os.symlink", "os.link"):
+            if from_a_cell():
+                refuse(f"`{event}`")  # a link to /proc/self/mem would be opened under another name
         elif event == "open":
             path = args[0] if args else None
             if isinstance_(path, (str_, bytes_)) and (memory_file(path) or (
