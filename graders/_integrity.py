@@ -78,7 +78,8 @@ def _watched():
             if isinstance(value, type) and value.__module__ == name:
                 spaces.append((f"{name}.{attr}", vars(value), True, True))
     for label, module in [("torch", torch), ("torch.nn.functional", torch.nn.functional),
-                          ("torch.testing", torch.testing), ("numpy", numpy), ("math", math), ("random", random)]:
+                          ("torch.testing", torch.testing), ("numpy", numpy), ("math", math), ("random", random),
+                          ("threading", threading)]:
         spaces.append((label, vars(module), False, False))
     for cls in (*torch.Tensor.__mro__[:-1], torch.nn.Module, torch.nn.Parameter):  # a patched __eq__
         spaces.append((f"{cls.__module__}.{cls.__qualname__}", vars(cls), False, True))
@@ -165,12 +166,19 @@ def watcher():
         return found
 
     def stray_threads():
+        """Threads a cell started and left running: any, but those of an installed library's own Thread
+        class (tqdm's monitor) or running an installed library's Python function."""
         found = []
-        for thread in threading.enumerate():
+        for thread in list(threading_active.values()):
             if thread in threads_before or not thread.is_alive():
                 continue
-            target = getattr(thread, "_target", None)
-            if not from_library(target if target is not None else type(thread)):
+            kind = type(thread)
+            target = getattr(thread, "function" if kind is threading_timer else "_target", None)
+            if kind in (threading_thread, threading_timer):
+                ok = type(target) is types.FunctionType and target.__code__.co_filename.startswith(library_dirs)
+            else:
+                ok = from_library(kind)
+            if not ok:
                 found.append(f"a thread left running (`{thread.name}`)")
         return found
 
@@ -184,8 +192,15 @@ def watcher():
         return found
 
     def changes() -> list:
+        # Keys first, by iteration alone: a key that is not a str could run code when compared.
+        odd = [label for label, ns, _, _ in [("builtins", builtins_dict, 0, 0), *spaces]
+               if any(type(k) is not str for k in list(ns))]  # noqa: E721
+        if odd:
+            return [f"{label} (a key that is not a string)" for label in odd]
         found = [f"builtins.{k}" for k, v in genuine_builtins.items()
                  if k not in ipython_names and builtins_dict.get(k) is not v]
+        found += [f"builtins.{k} (added)" for k in list(builtins_dict) if k not in genuine_builtins
+                  and k not in ipython_names]
         if found:  # the builtins the rest relies on are not trustworthy: report without using them
             return found
         if sys.modules is not module_dict:
@@ -201,9 +216,6 @@ def watcher():
         for label, ns, exact, report_added in spaces:
             old = held[label]
             for name, value in list(ns.items()):
-                if type(name) is not str:  # noqa: E721 - a key of another type could run code when compared
-                    found.append(f"{label}[{type(name).__name__} key]")
-                    continue
                 if name in old:  # (a callable swapped for a non-callable is no library's doing either)
                     if value is old[name] or (not exact and callable(value) and from_library(value)):
                         continue
@@ -262,6 +274,7 @@ def watcher():
                 if number not in (signal.SIGKILL, signal.SIGSTOP)}
     user_builtins = next((obj.user_ns.get("__builtins__") for label, obj in ipython_objects if label == "shell"), None)
     threads_before = set(threading.enumerate())
+    threading_active, threading_thread, threading_timer = threading._active, threading.Thread, threading.Timer
     sys_hooks = {name: getattr(sys, name, None) for name in ("excepthook", "unraisablehook", "breakpointhook")}
     tracing = {"sys.settrace": sys.gettrace(), "sys.setprofile": sys.getprofile(),
                "threading.settrace": getattr(threading, "_trace_hook", None),

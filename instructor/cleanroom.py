@@ -225,10 +225,10 @@ def verdicts(nb, assignment: str, sandbox: pathlib.Path, env: dict, limits, isol
                 return result
             result.seccomp = by_event["ready"][0].get("seccomp", "")
             done = by_event.get("done", [])
-            result.errors = {record["cell"]: record["error"] for record in done if record.get("error")}
+            result.errors = {record["cell"]: record.get("error") or "an error" for record in done if record.get("raised")}
             for record in done:
                 if record.get("grade_id"):
-                    ok = not record.get("error") and not record.get("tampered") and not record.get("refused")
+                    ok = record.get("raised") is False and not record.get("tampered") and not record.get("refused")
                     result.passed[record["grade_id"]] = ok
                     if not ok:
                         result.why[record["grade_id"]] = _reason(record) or record.get("error")

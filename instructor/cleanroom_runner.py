@@ -21,10 +21,13 @@ of `main`: with no way to a frame, nothing a cell runs can read it, so nothing a
 passes for a record. What this does not defend against is in docs/grading.md (threat model).
 """
 import builtins
+import gc
 import json
 import os
 import re
 import sys
+import time
+import types
 
 # Events refused, and reported as tampering: nothing an honest notebook needs while it is graded.
 REFUSED = frozenset({"sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions",
@@ -100,6 +103,14 @@ def install_seccomp() -> str:
 
 
 # -- the audit hook: it holds the key, the tamper check and the pen ------------------------------------
+def _a_traceback():
+    try:
+        raise RuntimeError
+    except RuntimeError as error:
+        return error.__traceback__
+
+
+
 def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str):
     """The audit hook. Everything a verdict depends on lives in this closure: the HMAC pads, the verdict
     pipe, the tamper check. No module, frame or object a cell can reach refers to it (the interpreter's
@@ -112,7 +123,7 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
     import _thread
     import gc
     import hashlib
-    realpath, isinstance_, str_, bytes_, fsdecode, type_ = os.path.realpath, isinstance, str, bytes, os.fsdecode, type
+    realpath, str_, bytes_, fsdecode, type_ = os.path.realpath, str, bytes, os.fsdecode, type
     graders_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "graders" + os.sep
     function_type, getframe, get_ident, write, exit_ = type(make_hook), sys._getframe, _thread.get_ident, os.write, os._exit
     sha256, dumps = hashlib.sha256, json.dumps
@@ -120,8 +131,9 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
     inner_pad, outer_pad = bytes(b ^ 0x36 for b in pad), bytes(b ^ 0x5C for b in pad)
     del key, pad
     gc_enabled, gc_disable, gc_enable = gc.isenabled, gc.disable, gc.enable
+    traceback_type, tuple_ = type(sys.exc_info()[2] or _a_traceback()), tuple
     refusals, looking = [], set()  # what was refused and reportable; threads in which the hook reads the stack
-    state = {"main": None, "seq": 0, "signing": False}
+    state = {"main": None, "seq": 0, "signing": False, "expect": ("ready", None)}
 
     def refuse(what: str, report: bool = True):
         if report:
@@ -133,8 +145,8 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
         me = get_ident()
         looking.add(me)
         try:
-            frame = getframe(depth + 3)  # 0 here, 1 the check asking, 2 the hook, 3 the code that raised the event
-            return frame
+            # 0 here, 1 record, 2 inspect_event, 3 the hook, 4 the code that raised the event
+            return getframe(depth + 4)
         finally:
             looking.discard(me)
 
@@ -143,7 +155,7 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
         me, skip = get_ident(), ("<frozen importlib", skip_dir)
         looking.add(me)
         try:
-            frame = getframe(2)  # 0 here, 1 the hook, 2 the code that raised the event
+            frame = getframe(3)  # 0 here, 1 inspect_event, 2 the hook, 3 the code that raised the event
             while frame is not None and frame.f_code.co_filename.startswith(skip):  # the importer, ctypes itself
                 frame = frame.f_back
             return frame is not None and not frame.f_code.co_filename.startswith(library_dirs)
@@ -159,28 +171,36 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
         return path in ("/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore") or parts[-1] in ("mem", "pagemap") or (
             len(parts) > 2 and parts[1] == "proc" and "map_files" in parts)
 
-    def record(args: tuple):
+    def record(args: tuple, collecting: bool):
+        """Sign one record of `main`'s. Only `main`'s frame may ask, with the collector off (as `main`
+        keeps it: a finalizer run by a collection the notebook switched on is not `main`), and in the
+        order `main` writes them (ready, then start and done for each cell, then end)."""
         if state["signing"]:
             refuse("writing a record from inside the grader's own check")
         frame = caller(0)
-        if state["main"] is None and args and args[0] == "ready":
+        kind = args[0] if args and type_(args[0]) is str_ else None
+        if state["main"] is None and kind == "ready":
             state["main"] = frame  # the first record comes before any cell has run
-        if frame is not state["main"]:
+        if frame is not state["main"]:  # before anything else of the arguments is looked at
             refuse("writing on the autograder's verdict channel")
-        was_enabled = gc_enabled()
-        gc_disable()
+        expected_kind, expected_cell = state["expect"]
+        in_order = kind == expected_kind or (expected_kind == "start" and kind == "end")
+        if kind in ("start", "done") and expected_cell is not None:
+            in_order = in_order and args[1] == expected_cell
+        if collecting or not in_order:
+            refuse("writing on the autograder's verdict channel")
         state["signing"] = True
         try:
-            kind = args[0]
             body = {"event": kind}
             if kind in ("start", "done"):
                 body["cell"] = args[1]
+            state["expect"] = ("done", args[1]) if kind == "start" else ("start", None)
             if kind == "done":
-                body.update(grade_id=args[2], error=args[3], seconds=args[4])
+                body.update(grade_id=args[2], raised=args[3] is True, error=args[4], seconds=args[5])
                 try:
                     tampered = changes()
-                except BaseException as raised:  # noqa: BLE001 - a check broken by the cell is tampering too
-                    tampered = [f"the integrity check itself ({type_(raised).__name__})"]
+                except BaseException:  # noqa: BLE001 - a check broken by the cell is tampering too
+                    tampered = ["the integrity check itself"]
                 body.update(tampered=tampered[:8], refused=list(dict.fromkeys(refusals))[:8])
             elif len(args) > 1:
                 body["detail"] = args[1]
@@ -197,16 +217,38 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
             exit_(4)  # the worker is gone
         finally:
             state["signing"] = False
-            if was_enabled:
-                gc_enable()
+
+    def own_frame(traceback) -> bool:
+        """Is this traceback entry one of the hook's own frames (which hold the key in their closure)?"""
+        me = get_ident()
+        looking.add(me)
+        try:
+            return traceback.tb_frame.f_code in own_code
+        finally:
+            looking.discard(me)
 
     def hook(event: str, args: tuple):
         if looking and get_ident() in looking:
             return
+        if type_(event) is not str_ or type_(args) is not tuple_:
+            return  # only the interpreter's own events, with exact types, are looked at (no notebook code runs here)
+        collecting = gc_enabled()
+        if collecting:
+            gc_disable()  # no finalizer of the notebook's runs while the hook works: it could look at its frame
+        try:
+            return inspect_event(event, args, collecting)
+        finally:
+            if collecting:
+                gc_enable()
+
+    def inspect_event(event: str, args: tuple, collecting: bool):
         if event == "course.cleanroom":
-            return record(args)
-        if event in FRAME_EVENTS or (event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES):
-            what = event if event in FRAME_EVENTS else f"reading `{args[1]}`"
+            return record(args, collecting)
+        attribute = args[1] if event == "object.__getattr__" and len(args) > 1 and type_(args[1]) is str_ else None
+        if attribute == "tb_frame" and type_(args[0]) is traceback_type and own_frame(args[0]):
+            refuse("reading the autograder's own frames")  # whoever asks, a library formatting a traceback too
+        if event in FRAME_EVENTS or attribute in FRAME_ATTRIBUTES:
+            what = event if event in FRAME_EVENTS else f"reading `{attribute}`"
             if state["signing"]:
                 refuse(what)
             if from_a_cell():
@@ -219,22 +261,24 @@ def make_hook(key: bytes, fd: int, changes, library_dirs: tuple, ctypes_dir: str
         if event in REFUSED or event.startswith(REFUSED_PREFIXES):
             refuse(f"`{event}`")
         if event == "import":
-            name = args[0] if args and isinstance_(args[0], str_) else ""
+            name = args[0] if args and type_(args[0]) is str_ else ""
             if name.split(".")[0] in REFUSED_MODULES and from_a_cell():
                 refuse(f"importing `{name}`")
         elif event in ("object.__setattr__", "object.__delattr__"):
-            target, name = args[0], args[1] if len(args) > 1 else ""
-            if isinstance_(target, function_type) and name in FUNCTION_INTERNALS and from_a_cell():
+            name = args[1] if len(args) > 1 and type_(args[1]) is str_ else ""
+            if type_(args[0]) is function_type and name in FUNCTION_INTERNALS and from_a_cell():
                 refuse(f"replacing a function's `{name}`")  # libraries do it while importing (transformers)
         elif event in ("os.symlink", "os.link"):
             if from_a_cell():
                 refuse(f"`{event}`")  # a link to /proc/self/mem would be opened under another name
         elif event == "open":
             path = args[0] if args else None
-            if isinstance_(path, (str_, bytes_)) and (memory_file(path) or (
+            if (type_(path) is str_ or type_(path) is bytes_) and (memory_file(path) or (
                     realpath(fsdecode(path)).startswith(graders_dir) and from_a_cell())):
                 refuse(f"opening `{fsdecode(path)}`")
 
+    own_code = {function.__code__ for function in (hook, inspect_event, record, refuse, caller, from_a_cell,
+                                                   memory_file, own_frame)}
     return hook
 
 
@@ -305,21 +349,37 @@ class _Events:
             self.callbacks[event].remove(function)
 
 
-def shell_changes(shell, before: dict, library_dirs: tuple) -> list:
+def shell_changes(shell, before: dict, class_before: dict, library_dirs: tuple) -> list:
     """What a cell registered on the stand-in shell: hooks that would change later cells under IPython.
-    Event callbacks of installed code are fine (matplotlib registers one to draw figures)."""
+    Event callbacks of installed code are fine (matplotlib registers one to draw figures). Read through
+    the instance's and the class's dicts, after checking their keys, so that no code of a cell runs here."""
+    spaces = [("get_ipython()", vars(shell)), ("the stand-in shell's class", vars(Shell)),
+              ("get_ipython().events", vars(before["events"]))]
+    odd = [label for label, space in spaces if any(type(key) is not str for key in list(space))]  # noqa: E721
+    if type(shell) is not Shell or odd:  # noqa: E721
+        return [f"{label} (a key that is not a string)" for label in odd] or ["get_ipython()"]
+    now, cls_now = dict(vars(shell)), dict(vars(Shell))
+    found = [f"get_ipython().{name}" for name in now if name not in before or now[name] is not before[name]]
+    found += [f"get_ipython().{name} (on its class)" for name in cls_now
+              if name not in class_before or cls_now[name] is not class_before[name]]
+    if found:
+        return found
     found = [f"get_ipython().{name}" for name in ("input_transformers_cleanup", "input_transformers_post",
-                                                  "ast_transformers") if getattr(shell, name, None)]
-    if getattr(shell, "custom_exceptions", ()):
+                                                  "ast_transformers") if now[name]]
+    if now["custom_exceptions"]:
         found.append("get_ipython().set_custom_exc")
-    for event, callbacks in getattr(getattr(shell, "events", None), "callbacks", {}).items():
-        for callback in callbacks:
-            code = getattr(callback, "__code__", None)
+    callbacks = vars(now["events"]).get("callbacks")
+    if type(callbacks) is not dict:  # noqa: E721
+        return found + ["get_ipython().events"]
+    for event, registered in list(callbacks.items()):
+        for callback in list(registered) if type(registered) is list else [None]:  # noqa: E721
+            code = callback.__code__ if type(callback) is types.FunctionType else None
             if code is None or not code.co_filename.startswith(library_dirs):
                 found.append(f"get_ipython().events ({event})")
-    now = dict(vars(shell))
-    found += [f"get_ipython().{name}" for name in now if name not in before or now[name] is not before[name]]
-    if shell.user_ns.get("__builtins__") is not builtins:
+    ns = now["user_ns"]
+    if type(ns) is not dict or any(type(key) is not str for key in list(ns)):  # noqa: E721
+        found.append("the notebook's namespace (a key that is not a string)")
+    elif ns.get("__builtins__") is not builtins:
         found.append("the notebook's `__builtins__`")
     return found
 
@@ -349,17 +409,15 @@ def compile_cell(source: str, index: int, transform):
 # -- main ---------------------------------------------------------------------------------------------
 def main() -> None:
     """Build the clean room, arm it, run the cells. After arming, this frame holds nothing secret and
-    nothing a cell could change to alter a record: `cells` is a tuple of code objects, and what the
-    verdict needs (the key, the tamper check) is in the hook."""
-    import time
-
+    nothing a cell could change to alter a record (`cells` is a tuple of code objects; the key and the
+    tamper check are in the hook), and it calls nothing that could run the notebook's code in it."""
     verdict_fd = int(sys.argv[1])
     job = json.loads(sys.stdin.buffer.read())
     key = bytes.fromhex(job.pop("key"))
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    audit, genuine_exec, genuine_type, genuine_builtins, perf = sys.audit, exec, type, builtins, time.perf_counter
+    audit, genuine_builtins, gc_disable = sys.audit, builtins, gc.disable
     try:
         if sys.version_info >= (3, 13):  # frame locals became writable (PEP 667): main's could then be changed
             raise RuntimeError("the clean room needs Python 3.11 or 3.12")
@@ -381,6 +439,8 @@ def main() -> None:
         IPython.core.getipython.get_ipython = IPython.get_ipython = shell.get_ipython
         import logging
         logging._srcfile = None  # logging would ask for a frame to name the caller of every record
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # _thread.interrupt_main() from a cell's thread: nothing
         library_dirs = _integrity._library_dirs()
         changes = all_changes(_integrity.watcher(), shell, library_dirs)
         seccomp = install_seccomp() if job.get("seccomp", True) else "off"
@@ -391,21 +451,44 @@ def main() -> None:
     except BaseException as error:  # noqa: BLE001 - the clean room could not be built: say so, signed
         _sign_once(locals().get("key"), verdict_fd, {"event": "broken", "error": f"{type(error).__name__}: {error}"})
         os._exit(3)
+    gc_disable()  # main's frame runs with the collector off: no finalizer of the notebook's can run "as main"
     audit("course.cleanroom", "ready", seccomp)
     for index, grade_id, is_test, code in cells:
         audit("course.cleanroom", "start", index)
-        started = perf()
-        ns["__builtins__"] = genuine_builtins
-        error = None
-        try:
-            genuine_exec(code, ns)
-        except BaseException as raised:  # noqa: BLE001 - any error is the cell's result, as in Jupyter
-            try:
-                error = f"{genuine_type(raised).__name__}: {raised}"[:2000]
-            except BaseException:  # noqa: BLE001 - an exception whose str() itself fails
-                error = genuine_type(raised).__name__
-        audit("course.cleanroom", "done", index, grade_id if is_test else None, error, round(perf() - started, 3))
+        raised, error, seconds = run_cell(code, ns, genuine_builtins)
+        audit("course.cleanroom", "done", index, grade_id if is_test else None, raised, error, seconds)
     audit("course.cleanroom", "end")
+
+
+def run_cell(code, ns: dict, builtins_module, exec_=exec, type_=type, str_=str, list_=list, round_=round,
+             gc_enable=gc.enable, gc_disable=gc.disable, perf=time.perf_counter):
+    """Run one cell: (raised?, the error as text, seconds). Everything that can call into the notebook's
+    objects (its namespace's keys, its code, its exceptions) happens in this frame, never in `main`'s,
+    and the collector is off again before returning, so that nothing the notebook left behind can run
+    while `main` writes the record."""
+    for key in list_(ns):  # iterating compares nothing; a key that is not a str could run code when compared
+        if type_(key) is not str_:
+            return True, "the notebook's namespace holds a key that is not a string", 0.0
+    ns["__builtins__"] = builtins_module
+    started = perf()
+    gc_enable()
+    try:
+        exec_(code, ns)
+        outcome = (False, None)
+    except BaseException as error:  # noqa: BLE001 - any error is the cell's result, as in Jupyter
+        outcome = (True, describe(error))
+    finally:
+        gc_disable()
+    return outcome[0], outcome[1], round_(perf() - started, 3)
+
+
+def describe(error) -> str:
+    """'TypeError: ...' for an exception of the notebook's: always a non-empty str, whatever it does."""
+    try:
+        text = f"{type.__dict__['__name__'].__get__(type(error))}: {error}"
+    except BaseException:  # noqa: BLE001 - an exception whose name or str() itself fails
+        text = ""
+    return text[:2000] if type(text) is str and text.strip(": ") else "an exception that cannot be printed"
 
 
 def _sign_once(key, fd: int, body: dict) -> None:
@@ -420,10 +503,10 @@ def _sign_once(key, fd: int, body: dict) -> None:
 
 def all_changes(module_changes, shell, library_dirs: tuple):
     """changes() -> what the course's watcher and the stand-in shell report."""
-    shell_before = dict(vars(shell))
+    shell_before, class_before = dict(vars(shell)), dict(vars(Shell))
 
     def changes() -> list:
-        return module_changes() + shell_changes(shell, shell_before, library_dirs)
+        return module_changes() + shell_changes(shell, shell_before, class_before, library_dirs)
 
     return changes
 
