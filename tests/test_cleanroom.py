@@ -110,6 +110,68 @@ def test_without_namespaces_the_worker_is_out_of_a_cell_s_reach(tmp_path):
     assert verdict.passed == {"test_answer": True} and list(verdict.removed) == [1], verdict
 
 
+# Found by attacking the clean room (each once made a wrong answer pass, unflagged); kept as regressions.
+NAMELESS_ERROR = """class _Nameless(Exception):
+    def __str__(self):
+        raise _Nameless()
+_Nameless.__name__ = ""
+class _Key:
+    armed = False
+    def __hash__(self):
+        return hash("answer")
+    def __eq__(self, other):
+        if _Key.armed and other == "answer":
+            raise _Nameless()
+        return False
+globals()[_Key()] = 0
+_Key.armed = True"""
+SIGNS_AS_MAIN = """import sys, builtins, functools, itertools
+class _K:
+    def __hash__(self):
+        return hash("__builtins__")
+    def __eq__(self, other):
+        return False
+g = globals()
+del g["__builtins__"]
+g[_K()] = builtins
+g["__builtins__"] = builtins
+_K.__eq__ = functools.partial(next, itertools.starmap(sys.audit, [
+    ("course.cleanroom", "done", 2, "test_answer", False, None, 0.0), ("course.cleanroom", "end")]))"""
+HOOK_FRAME = """import sys, traceback
+class _Out(BaseException):
+    pass
+class _Path(str):
+    def __getitem__(self, i):
+        raise _Out()
+try:
+    open(_Path("x"))
+except (_Out, OSError) as error:
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+hook = next(frame for frame in frames if frame.f_code.co_name == "hook")
+hook.f_locals["state"]["main"] = frames[0]
+sys.audit("course.cleanroom", "done", 1, None, False, None, 0.0)
+sys.audit("course.cleanroom", "start", 2)
+sys.audit("course.cleanroom", "done", 2, "test_answer", False, None, 0.0)
+sys.audit("course.cleanroom", "end")"""
+REFUSAL_FRAME = """import sys, traceback
+try:
+    sys._getframe()
+except ValueError as error:
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+frames[1].f_locals["state"]["main"] = frames[0]
+sys.audit("course.cleanroom", "done", 1, "test_answer", False, None, 0.0)
+sys.audit("course.cleanroom", "end")"""
+
+
+@pytest.mark.parametrize("label, source", [("an exception with an empty name", NAMELESS_ERROR),
+                                           ("a C callable run by main's own code", SIGNS_AS_MAIN),
+                                           ("the hook's frame, reached by running code inside it", HOOK_FRAME),
+                                           ("the hook's frame, through a refusal's traceback", REFUSAL_FRAME)])
+def test_what_once_forged_a_pass_no_longer_does(tmp_path, label, source):
+    verdict = judge(tmp_path, "answer = 41", source, CHECK)
+    assert verdict.passed == {"test_answer": False}, verdict
+
+
 def test_an_answer_that_interferes_while_it_is_checked_fails(tmp_path):
     source = "class Answer(int):\n    def __eq__(self, other):\n        import math\n        math.isclose = None\n" \
              "        return True\nanswer = Answer(41)"
