@@ -31,8 +31,9 @@ from instructor.notebooks import ROOT, notebook_path, read_notebook
 PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup"]
 RUNNER = ("import sys; sys.path.insert(0, {root!r}); "
           "from instructor.cleanroom_runner import main; main()")
-# Without namespaces the clean room's parent would be the grading worker itself, which a cell could then
-# signal (os.kill(os.getppid(), ...)): a small parent of its own stands in between.
+# A small parent of its own stands between the clean room and whatever started it: without namespaces
+# that would be the grading worker, which a cell could signal (os.kill(os.getppid(), ...)); with them,
+# the clean room would be the PID namespace's init, which ignores the signals a cell sends itself.
 PARENT = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
           "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
 MAX_ATTEMPTS = 6
@@ -127,10 +128,10 @@ def _job_cells(nb, tests: dict, skip: dict) -> list:
 
 def _command(sandbox: pathlib.Path, fd: int, isolation: str) -> list:
     from instructor.sandbox import UNSHARE
-    command = ["-I", "-c", RUNNER.format(root=str(ROOT)), str(fd)]
-    if isolation == "namespaces":
-        return [*UNSHARE, sys.executable, "-m", "instructor.jail", str(sandbox), "--", sys.executable, *command]
-    return [sys.executable, "-I", "-c", PARENT, *command]
+    command = [sys.executable, "-I", "-c", PARENT, "-I", "-c", RUNNER.format(root=str(ROOT)), str(fd)]
+    if isolation == "namespaces":  # the stand-in parent is the namespace's PID 1: the clean room is never it
+        return [*UNSHARE, sys.executable, "-m", "instructor.jail", str(sandbox), "--", *command]
+    return command
 
 
 def _one_run(nb, tests, skip, sandbox, env, limits, isolation, attempt) -> tuple:
