@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from instructor.guarded_execute import _kill_tree, _tree_memory, describe_cell, imported_modules
+from instructor.guarded_execute import _kill_tree, _tree_memory, describe_cell, imported_modules, limit_breach
 from instructor.notebooks import ROOT, notebook_path, read_notebook
 
 PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup"]
@@ -187,11 +187,8 @@ def _watch(process, reader, limits):
             why = f"ran past the {limits.cell_timeout} s limit"
         elif root is not None:
             try:
-                procs = [root, *root.children(recursive=True)]
-                if len(procs) > MAX_PROCESSES + 3:  # unshare and the jail's python are two of them
-                    why = f"started more than {MAX_PROCESSES} processes"
-                elif _tree_memory(procs) > limits.memory_mb * 2**20:
-                    why = f"used more than {limits.memory_mb:,} MB of memory"
+                procs = [root, *root.children(recursive=True)]  # unshare and the stand-in parent among them
+                why = limit_breach(procs, _tree_memory(procs), MAX_PROCESSES, limits.memory_mb, overhead=3)
             except psutil.Error:
                 pass
         if why:

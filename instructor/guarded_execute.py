@@ -92,6 +92,16 @@ def _tree_memory(procs) -> int:
     return total
 
 
+def limit_breach(procs: list, held: int, max_processes: int, memory_limit_mb: int, overhead: int = 0):
+    """Why a process tree (`held` bytes) breaks the process or memory limit, or None. `overhead`: processes
+    of the harness's own in the tree, not counted against the notebook."""
+    if len(procs) > max_processes + overhead:
+        return f"started more than {max_processes} processes"
+    if held > memory_limit_mb * 2**20:
+        return f"used more than {memory_limit_mb:,} MB of memory"
+    return None
+
+
 def _kill_tree(root) -> None:
     """Stop `root` and every process under it: freeze first, so none can fork while the tree is listed."""
     import psutil
@@ -295,11 +305,7 @@ class GuardedExecute(Execute):
             return None
         held = _tree_memory(procs)
         self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(held / 2**20, 1))
-        if len(procs) > self.max_processes:
-            return f"started more than {self.max_processes} processes"
-        if held > self.memory_limit_mb * 2**20:
-            return f"used more than {self.memory_limit_mb:,} MB of memory"
-        return None
+        return limit_breach(procs, held, self.max_processes, self.memory_limit_mb)
 
     def _start_watchdog(self):
         import psutil
