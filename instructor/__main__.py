@@ -3,6 +3,8 @@
     python -m instructor build    [ID ...]   source/ -> release/ (student) and solution/ versions
     python -m instructor check    [ID ...]   autograde the reference solutions, print a score table
     python -m instructor all      [ID ...]   both: the course's main job
+    python -m instructor publish  DEST --repo OWNER/NAME [--branch B]
+                                             the student repository: release notebooks, utils/, setup
 
   after release, for a class:
     python -m instructor collect  INPUT ...  Colab downloads or LMS zips -> submitted/<student>/<ID>/
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ("build", "check", "all"):
         _with_assignments(commands.add_parser(name, help=__doc__.split(name, 1)[1].split("\n")[0].strip()))
-    from instructor import collect
+    from instructor import collect, publish
+    publish.add_arguments(commands.add_parser("publish", help="write the student repository into DEST"))
     collect.add_arguments(commands.add_parser("collect", help="Colab downloads or LMS zips -> submitted/"))
     for name, what in (("grade", "autograde every submission"), ("class", "grade, feedback and export")):
         sub = commands.add_parser(name, help=what)
@@ -151,6 +154,8 @@ def main(argv=None) -> int:
             return 0 if check(args.assignments) else 1
         if args.command == "collect":
             return collect.run(args)
+        if args.command == "publish":
+            return publish.run(args)
         if args.command in ("grade", "class") and grade(args) != 0:
             return 1
         if args.command in ("feedback", "class"):

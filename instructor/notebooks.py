@@ -13,10 +13,10 @@ ASSIGNMENTS = [
     "ex5_quantized_inference",
 ]
 
-# The repository students open in Colab: it needs release/, utils/ and colab_setup.py (never source/,
-# solution/ or graders/). Change it here; tests/test_notebooks.py checks every notebook agrees.
-COURSE_REPO = "your-org/lora-quant-course"
-CLONE_DIR = COURSE_REPO.split("/")[1]
+# The student repository is written by `python -m instructor publish DEST --repo OWNER/NAME`, which points
+# every badge and setup cell at OWNER/NAME. The notebooks in this repository name a placeholder instead
+# (tests/test_publish.py checks a published tree holds none of it).
+PLACEHOLDER_REPO = "your-org/lora-quant-course"
 
 # Grade cells whose grade_id starts with this need a CUDA GPU at grading time.
 CUDA_TEST_PREFIX = "test_cuda_"
@@ -31,28 +31,35 @@ def notebook_path(assignment: str, step: str = "source", root=ROOT) -> pathlib.P
     return pathlib.Path(root) / step / assignment / f"{assignment}.ipynb"
 
 
-def colab_url(assignment: str) -> str:
-    return (f"https://colab.research.google.com/github/{COURSE_REPO}/blob/main/"
-            f"release/{assignment}/{assignment}.ipynb")
+def colab_url(path: str, repo: str = PLACEHOLDER_REPO, branch: str = "main") -> str:
+    """The Open-in-Colab address of the notebook at `path` in the student repository."""
+    return f"https://colab.research.google.com/github/{repo}/blob/{branch}/{path}"
 
 
-SETUP_SOURCE = f'''# Setup: run this cell first. In Colab it fetches the course helpers and installs what is missing.
+def setup_source(repo: str = PLACEHOLDER_REPO, branch: str = "main") -> str:
+    """The setup cell: find the course's helpers beside the notebook, or clone the student repository."""
+    clone_dir = repo.split("/")[1]
+    return f'''# Setup: run this cell first. In Colab it fetches the course helpers and installs what is missing.
 import os, sys
 root = os.environ.get("COURSE_ROOT") or next(
-    (p for p in ("../..", "..", "{CLONE_DIR}") if os.path.exists(os.path.join(p, "colab_setup.py"))), None)
+    (p for p in ("../..", "..", "{clone_dir}") if os.path.exists(os.path.join(p, "colab_setup.py"))), None)
 if root is None:  # a fresh Colab runtime
-    !git clone --quiet --depth 1 https://github.com/{COURSE_REPO}
-    root = "{CLONE_DIR}"
+    !git clone --quiet --depth 1 --branch {branch} https://github.com/{repo}
+    root = "{clone_dir}"
 sys.path.insert(0, os.path.abspath(root))
 import colab_setup
 colab_setup.setup()'''
 
 
-def setup_cells(assignment: str) -> list:
-    """The badge cell and the setup cell every notebook starts with, as plain dicts."""
+def setup_cells(assignment: str, repo: str = PLACEHOLDER_REPO, branch: str = "main",
+                path: str = None) -> list:
+    """The badge cell and the setup cell every notebook starts with, as plain dicts.
+
+    `path`: where the notebook lies in the student repository (default: this repository's release/)."""
+    path = path or f"release/{assignment}/{assignment}.ipynb"
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-             f"({colab_url(assignment)})")
-    return [{"cell_type": "markdown", "source": badge}, {"cell_type": "code", "source": SETUP_SOURCE}]
+             f"({colab_url(path, repo, branch)})")
+    return [{"cell_type": "markdown", "source": badge}, {"cell_type": "code", "source": setup_source(repo, branch)}]
 
 
 def read_notebook(path) -> dict:

@@ -1,4 +1,5 @@
 """The helpers the notebooks and graders share."""
+import re
 import subprocess
 
 import pytest
@@ -39,12 +40,51 @@ def test_cpu_only_machine_gets_clear_messages():
     assert device.NoCudaError("x")._render_traceback_() == ["NoCudaError: x"]
 
 
-def test_colab_setup_never_installs_outside_colab(monkeypatch, capsys):
-    monkeypatch.setitem(colab_setup.COLAB_PACKAGES, "surely_not_a_module_xyz", "surely-not-a-package")
+def test_colab_setup_never_installs_outside_colab_unless_asked(monkeypatch):
+    monkeypatch.setitem(colab_setup.FLOORS, "surely-not-a-package", "1.0")
+    monkeypatch.delenv("COURSE_INSTALL", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip must not run outside Colab"))
-    colab_setup.setup()
+    with pytest.raises(colab_setup.SetupError) as info:
+        colab_setup.setup()
+    message = info.value._render_traceback_()[0]
+    assert "surely-not-a-package>=1.0 (missing)" in message and "pip install" in message
+
+
+def test_colab_setup_upgrades_what_is_below_a_floor_and_pins_torch(monkeypatch):
+    """Each floor is enforced: a version one step below it is upgraded, torch is pinned, never upgraded."""
+    real = colab_setup.installed_version
+    for dist, floor in colab_setup.FLOORS.items():
+        parts = colab_setup.version_tuple(floor)
+        older = ".".join(map(str, (parts[0], parts[1] - 1, 99) if parts[1] else (parts[0] - 1, 99, 0)))
+        assert colab_setup.version_tuple(older) < parts
+        monkeypatch.setattr(colab_setup, "installed_version",
+                            lambda d, dist=dist, older=older: older if d == dist else real(d))
+        todo = colab_setup.needed()
+        assert todo == [(f"{dist}>={floor}", f"{older} is older than {floor}")]
+        calls = []
+        monkeypatch.setattr(subprocess, "run", lambda cmd, **k: calls.append(cmd) or subprocess.CompletedProcess(cmd, 1, "", "no network"))
+        with pytest.raises(colab_setup.SetupError, match="torch is never changed"):
+            colab_setup.install(todo)
+        (cmd,) = calls
+        assert f"{dist}>={floor}" in cmd and not any(arg.startswith("torch") for arg in cmd)
+        assert "--constraint" in cmd
+    # at the floor itself, and above it, nothing is needed
+    monkeypatch.setattr(colab_setup, "installed_version", lambda d: colab_setup.FLOORS.get(d) or real(d))
+    assert colab_setup.needed() == []
+    assert colab_setup.version_tuple("5.0.0rc1") == (5, 0, 0) and colab_setup.version_tuple("0.48.2") > (0, 48)
+
+
+def test_colab_setup_pins_the_installed_torch_build():
+    assert colab_setup.torch_constraint() == f"torch=={torch.__version__}\n"
+
+
+def test_colab_setup_reports_versions_device_and_dtype(capsys):
+    colab_setup.setup(install_packages=False)
     out = capsys.readouterr().out
-    assert "surely-not-a-package" in out and "requirements-lock.txt" in out and "torch" in out
+    for dist in colab_setup.SHOWN:
+        assert f"{dist} {colab_setup.installed_version(dist)}" in out
+    assert "compute dtype for quantized layers here: float32" in out or torch.cuda.is_available()
+    assert re.search(r"setup took \d+\.\d s", out)
 
 
 def test_checks_fail_with_one_line_messages():
