@@ -19,7 +19,10 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # fresh environment holding exactly these. Raise a floor when a notebook needs something newer.
 # (`datasets` is not here: no notebook imports it; utils.load_shakespeare reads the text as a plain file.)
 FLOORS = {
-    "transformers": "5.0.0",  # quantization_config-only loading; unquantized parts keep the checkpoint's dtype
+    # 5.2: GPT-2 built on the meta device has its lm_head tied and no attention-mask buffer (5.0 and 5.1
+    # have neither, and Exercises 1 and 5 count parameters and bytes); quantized loads keep the
+    # checkpoint's dtype for the layers they leave alone (transformers 4 casts them to float16)
+    "transformers": "5.2.0",
     "peft": "0.18.0",
     "bitsandbytes": "0.48.0",  # CPU kernels for 8-bit and NF4, so Exercise 5 runs without a GPU
     "accelerate": "1.10.0",  # device_map placement of quantized models

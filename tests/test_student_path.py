@@ -1,0 +1,147 @@
+"""The course as a student meets it, as close to Colab as a CPU machine allows.
+
+A fresh virtual environment gets torch and exactly the oldest versions colab_setup accepts (one of them
+a step older still, so setup must upgrade it); the course is published and cloned over a file:// URL
+standing in for GitHub (git's url.<base>.insteadOf, so the setup cell runs unchanged); then every
+release notebook, with its answers filled in, runs top to bottom in its own empty folder and fresh
+kernel, as Colab's Run all does on a CPU runtime."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import colab_setup
+from instructor import publish
+from instructor.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("student_path")]
+
+REPO, BRANCH = "alice-lab/gpt2-course", "main"
+TORCH = "torch==2.13.0"  # what this machine's pip takes from local disk; Colab brings its own
+UPGRADED = ("accelerate", "1.9.0")  # installed one release below its floor: setup must upgrade it
+JUPYTER = ["nbclient", "ipykernel", "matplotlib", "tqdm"]  # Colab has these; any version
+
+
+def venv_python(venv: pathlib.Path) -> str:
+    return str(venv / "bin" / "python")
+
+
+def pip(venv, *args, env=None):
+    done = subprocess.run([venv_python(venv), "-m", "pip", "install", "--quiet", *args], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def answered(assignment: str, published: pathlib.Path) -> dict:
+    """The published notebook with every answer cell holding the reference answer (markers removed)."""
+    nb = json.loads(published.read_text())
+    reference = {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"])
+                 for c in read_notebook(notebook_path(assignment))["cells"]
+                 if c["metadata"].get("nbgrader", {}).get("solution")}
+    filled = 0
+    for cell in nb["cells"]:
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if grade_id in reference:
+            cell["source"] = "\n".join(line for line in reference[grade_id].splitlines()
+                                       if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+            filled += 1
+    assert filled == len(reference)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def student_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("student")
+    published = work / "published"
+    publish.publish(published, REPO, BRANCH)
+
+    floors = [f"{dist}=={version}" for dist, version in colab_setup.FLOORS.items() if dist != UPGRADED[0]]
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip(venv, TORCH, *floors, f"{UPGRADED[0]}=={UPGRADED[1]}", *JUPYTER)
+    torch_before = subprocess.run([venv_python(venv), "-c", "import torch; print(torch.__version__)"],
+                                  capture_output=True, text=True).stdout.strip()
+
+    # the upgrade may take any version at or above the floor; the test holds it at the floor itself
+    cap = work / "cap.txt"
+    cap.write_text(f"{UPGRADED[0]}=={colab_setup.FLOORS[UPGRADED[0]]}\n")
+    env = {k: v for k, v in os.environ.items() 
+           if not k.startswith(("COURSE_ROOT", "PYTHON", "VIRTUAL_ENV", "MPLBACKEND"))}
+    env.update({
+        "HOME": str(work / "home"), "COURSE_CACHE": str(work / "cache"), "COURSE_INSTALL": "1",
+        "PIP_CONSTRAINT": str(cap),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        # GitHub is out of reach: git fetches the published tree instead, the setup cell unchanged
+        "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.{published.as_uri()}.insteadOf",
+        "GIT_CONFIG_VALUE_0": f"https://github.com/{REPO}",
+    })
+    (work / "home").mkdir()
+    notebooks = []
+    for a in ASSIGNMENTS:
+        runtime = work / "content" / a  # each notebook in a fresh "/content"
+        runtime.mkdir(parents=True)
+        path = runtime / f"{a}.ipynb"
+        path.write_text(json.dumps(answered(a, published / publish.student_path(a))))
+        notebooks.append(str(path))
+    results = work / "results.json"
+    done = subprocess.run([venv_python(venv), str(ROOT / "tests" / "run_as_student.py"), str(results), *notebooks],
+                          capture_output=True, text=True, env=env, cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(done.stdout)
+    torch_after = subprocess.run([venv_python(venv), "-c", "import torch; print(torch.__version__)"],
+                                 capture_output=True, text=True).stdout.strip()
+    return {"results": json.loads(results.read_text()), "work": work, "torch": (torch_before, torch_after),
+            "versions": {dist: subprocess.run([venv_python(venv), "-c", f"import importlib.metadata as m; "
+                                               f"print(m.version('{dist}'))"], capture_output=True,
+                                              text=True).stdout.strip() for dist in colab_setup.FLOORS}}
+
+
+def outputs(work, assignment) -> list:
+    nb = json.loads((work / "content" / assignment / f"{assignment}.ipynb").read_text())
+    """The text each code cell printed (one string per cell)."""
+    return ["".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                    for o in c.get("outputs", [])) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_run_all_reaches_the_end_on_a_cpu(student_run, assignment):
+    result = student_run["results"][assignment]
+    assert result["error"] is None, result["error"]
+    nb = json.loads((student_run["work"] / "content" / assignment / f"{assignment}.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code), "every code cell ran"
+    assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
+
+
+def test_setup_cloned_the_published_tree_and_reports_the_machine(student_run):
+    work = student_run["work"]
+    for a in ASSIGNMENTS:
+        clone = work / "content" / a / REPO.split("/")[1]
+        assert (clone / "colab_setup.py").exists() and not (clone / "graders").exists()
+        setup_output = outputs(work, a)[0]
+        assert "CPU only" in setup_output and "compute dtype for quantized layers here: float32" in setup_output
+        assert "setup took" in setup_output
+
+
+def test_setup_upgraded_what_was_older_and_never_touched_torch(student_run):
+    dist, older = UPGRADED
+    floor = colab_setup.FLOORS[dist]
+    first = outputs(student_run["work"], ASSIGNMENTS[0])[0]
+    assert f"Installing: {dist}>={floor} ({older} is older than {floor})" in first
+    assert student_run["versions"] == colab_setup.FLOORS, "every package ends at its floor"
+    before, after = student_run["torch"]
+    assert before == after and before.startswith("2.13.0")
+    for a in ASSIGNMENTS[1:]:
+        assert "Installing" not in outputs(student_run["work"], a)[0]
+        assert f"{dist} {floor}" in outputs(student_run["work"], a)[0]
+
+
+def test_gpu_only_parts_say_what_they_would_measure(student_run):
+    text = "\n".join(outputs(student_run["work"], "ex5_quantized_inference"))
+    assert text.count("SKIPPED on this CPU runtime") == 2 and "NOT MEASURED" in text
+    assert "kept the checkpoint's dtype" in text  # computed from the loaded models, transformers 5's behaviour
+    assert "NOT MEASUR" in "\n".join(outputs(student_run["work"], "ex4_peft_finetuning"))
+
