@@ -11,9 +11,9 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPrep
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades,  # noqa: E402
                                     IgnorePattern, LimitOutput, SaveAutoGrades)
 
-from instructor.feedback import HideHiddenTests  # noqa: E402
-from instructor.guarded_execute import GuardedExecute  # noqa: E402
-from instructor.notebooks import COURSE_ID  # noqa: E402
+from instructor.grading.feedback import HideHiddenTests  # noqa: E402
+from instructor.grading.kernel import GuardedExecute  # noqa: E402
+from instructor.course.notebooks import COURSE_ID  # noqa: E402
 
 c.CourseDirectory.root = here
 c.CourseDirectory.course_id = COURSE_ID
@@ -24,11 +24,11 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.enforce_metadata = True
 
 # nbgrader's autograde steps, with its Execute replaced by one that survives hostile notebooks
-# (limits, tamper checks, re-running without a cell that kills the kernel: instructor/guarded_execute.py).
+# (limits, tamper checks, re-running without a cell that kills the kernel: instructor/grading/kernel.py).
 c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 
-# Feedback shows what each check said, never the hidden test code (instructor/feedback.py).
+# Feedback shows what each check said, never the hidden test code (instructor/grading/feedback.py).
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
 
 # Training and model loading can take minutes on a CPU: generous per-cell limit, but a limit.

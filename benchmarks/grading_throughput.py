@@ -7,7 +7,8 @@
 It builds a scratch course with `--count` generated submissions (correct, partial and blank, from
 tests/fake_class.py), then grades them: once with nbgrader's own Execute step (sequential, one process,
 the way `nbgrader autograde ID` grades a class), once the same with this course's hardened Execute step,
-and with the parallel tool at each worker count. It prints submissions per minute and the ratio to
+and with `instructor grade` at each worker count and engine (the clean room alone by default; every
+defence on). The fork servers start inside the timed run: a class pays for them once per worker. It prints submissions per minute and the ratio to
 stock nbgrader, checks every run gave the same scores, and (--json) saves the figures.
 This is a measurement, not a test: nothing here fails on a slow machine.
 """
@@ -26,8 +27,9 @@ os.environ.setdefault("COURSE_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from instructor import classgrade, nbgrader_ops, sandbox  # noqa: E402
-from instructor.notebooks import cuda_test_cells  # noqa: E402
+from instructor import nbgrader_ops  # noqa: E402
+from instructor.grading import execute, sandbox, schedule  # noqa: E402
+from instructor.course.notebooks import cuda_test_cells  # noqa: E402
 from tests import fake_class  # noqa: E402
 from tests.course import ScratchCourse  # noqa: E402
 
@@ -66,8 +68,10 @@ def main(argv=None):
     parser.add_argument("--kinds", default=";".join(KINDS),
                         help="kinds of submission to cycle through (tests/fake_class.py), separated by ;")
     parser.add_argument("--skip-stock", action="store_true", help="skip the two sequential nbgrader runs")
-    parser.add_argument("--cleanroom", choices=["on", "off", "both"], default="both",
-                        help="grade with the clean-room verdict, without it (the engine before it), or both")
+    parser.add_argument("--engine", default="cleanroom",
+                        help="engines of `instructor grade` to time, comma-separated: cleanroom (the clean room "
+                             "as the only run, the default), kernel (a Jupyter kernel, then the clean room's "
+                             "verdict), kernel-only (a Jupyter kernel and nothing else)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -78,7 +82,7 @@ def main(argv=None):
     kinds = [pool[i % len(pool)] for i in range(args.count)]
     expected = {}
     # Without a GPU the CUDA-only cells score 0 ("must be graded on a GPU"): expected, not a difference.
-    gpus = classgrade.gpu_count()
+    gpus = schedule.gpu_count()
     no_gpu = set() if gpus else set(cuda_test_cells(args.assignment))
     for sub in fake_class.submissions_for(course, args.assignment, kinds, names):
         folder = root / "submitted" / sub.student / args.assignment
@@ -111,18 +115,20 @@ def main(argv=None):
     if not args.skip_stock:
         note("nbgrader autograde, stock Execute", sequential(root, args.assignment, stock=True))
         note("nbgrader autograde, course GuardedExecute", sequential(root, args.assignment, stock=False))
-    rooms = {"on": [True], "off": [False], "both": [False, True]}[args.cleanroom]
+    engines = {"cleanroom": dict(engine="cleanroom"), "kernel": dict(engine="kernel"),
+               "kernel-only": dict(engine="kernel", cleanroom=False)}
     for gpu_workers in [int(g) for g in args.gpu_workers.split(",") if g] or [None]:
         for workers in [int(w) for w in args.workers.split(",")]:
-            for room in rooms:
-                plan = classgrade.Plan(workers=workers, gpu_workers=gpu_workers,
-                                       limits=sandbox.Limits(cleanroom=room))
+            for engine in args.engine.split(","):
+                plan = schedule.Plan(workers=workers, gpu_workers=gpu_workers,
+                                       limits=sandbox.Limits(**engines[engine]))
+                execute.POOL.close()  # every run starts its own fork servers, as a class's grading does
                 started = time.perf_counter()
-                results = classgrade.grade_class([args.assignment], root, plan=plan, echo=lambda *a: None)
-                label = (f"instructor grade, {workers} CPU worker(s)" + (f", {gpu_workers} GPU" if gpu_workers else "")
-                         + (", + clean room" if room else ", kernel only"))
+                results = schedule.grade_class([args.assignment], root, plan=plan, echo=lambda *a: None)
+                label = (f"instructor grade --engine {engine}, {workers} CPU worker(s)"
+                         + (f", {gpu_workers} GPU" if gpu_workers else ""))
                 note(label, time.perf_counter() - started, workers, gpu_workers, results)
-                runs[-1]["cleanroom"] = room
+                runs[-1]["engine"] = engine
                 rooms_seen = [r.cleanroom for r in results if r.cleanroom is not None]
                 if rooms_seen:  # what the clean room could put in place on this machine ("" = everything)
                     runs[-1]["seccomp"] = sorted({r.seccomp or "on" for r in rooms_seen})

@@ -8,9 +8,9 @@ and, under IPython, every hook through which a cell can change how later cells r
 report (input, cleanup and AST transformers, custom exception handlers, display and exception hooks,
 event callbacks, methods of the shell, the kernel, its session and display publisher).
 
-Two places use it. The clean room (instructor/cleanroom_runner.py), whose verdict is the grade, calls
+Two places use it. The clean room (instructor/grading/cleanroom.py), whose verdict is the grade, calls
 it directly. The Jupyter kernel that produces the notebook students see in feedback is probed through
-`arm(key, preload)` before any cell and `probe(nonce)` after each (instructor/guarded_execute.py):
+`arm(key, preload)` before any cell and `probe(nonce)` after each (instructor/grading/kernel.py):
 there `probe` signs its answer with the key, so a notebook that swaps `probe` out cannot answer for it.
 
 `changes` is a closure over everything it uses (the watched namespaces, the objects they held, the

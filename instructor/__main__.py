@@ -15,74 +15,24 @@
 """
 import argparse
 import sys
-import time
 
 from instructor import nbgrader_ops
-from instructor.notebooks import (ASSIGNMENTS, REFERENCE_STUDENT, ROOT, cuda_test_cells, grade_cells, notebook_path,
-                                  read_notebook)
-
-
-
-def build(assignments):
-    for a in assignments:
-        t = time.perf_counter()
-        nbgrader_ops.generate_release(a)
-        nbgrader_ops.generate_solution(a)
-        print(f"built   {a:26s} release/ and solution/   ({time.perf_counter() - t:.1f} s)")
-
-
-def warn_about_cuda(assignments) -> dict:
-    """Before grading: which grade cells cannot pass on this machine, said up front."""
-    import torch
-    if torch.cuda.is_available():
-        return {}
-    blocked = {a: cuda_test_cells(a) for a in assignments}
-    blocked = {a: cells for a, cells in blocked.items() if cells}
-    for a, cells in blocked.items():
-        print(f"WARNING: no CUDA GPU here. {a} has {len(cells)} grade cell(s) that must be graded on a GPU "
-              f"({', '.join(cells)}); here they will score 0 with that message.")
-    return blocked
-
-
-def check(assignments) -> bool:
-    blocked = warn_about_cuda(assignments)
-    rows, ok = [], True
-    for a in assignments:
-        t = time.perf_counter()
-        nbgrader_ops.submit(a, REFERENCE_STUDENT, notebook_path(a, "solution"))
-        nbgrader_ops.autograde(a, REFERENCE_STUDENT)
-        scores = nbgrader_ops.cell_scores(a, REFERENCE_STUDENT)
-        seconds = time.perf_counter() - t
-        lost = [g for g, (s, m) in scores.items() if s < m]
-        unexpected = [g for g in lost if g not in blocked.get(a, [])]
-        ok &= not unexpected
-        rows.append((a, sum(s for s, _ in scores.values()), sum(m for _, m in scores.values()),
-                     seconds, unexpected, [g for g in lost if g in blocked.get(a, [])]))
-    print(f"\n{'assignment':26s} {'score':>11s} {'time':>7s}  notes")
-    for a, score, max_score, seconds, unexpected, needs_gpu in rows:
-        notes = []
-        if unexpected:
-            notes.append("FAILED: " + ", ".join(unexpected))
-        if needs_gpu:
-            notes.append("needs a GPU: " + ", ".join(needs_gpu))
-        print(f"{a:26s} {score:5g} / {max_score:<3g} {seconds:6.0f}s  {'; '.join(notes) or 'full marks'}")
-    total, total_max = sum(r[1] for r in rows), sum(r[2] for r in rows)
-    print(f"{'total':26s} {total:5g} / {total_max:<3g}")
-    print(f"\nGraded notebooks: {ROOT / 'autograded' / REFERENCE_STUDENT}")
-    return ok
+from instructor.course.build import build, check
+from instructor.course.notebooks import ASSIGNMENTS, ROOT, grade_cells, notebook_path, read_notebook
 
 
 def grade(args) -> int:
-    from instructor import classgrade, sandbox
+    from instructor.grading import schedule, sandbox
     limits = sandbox.Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
-                            memory_mb=args.memory_mb)
-    plan = classgrade.Plan(workers=args.workers or classgrade.default_workers(), gpu_workers=args.gpu_workers,
+                            memory_mb=args.memory_mb, engine=args.engine,
+                            trailing_cells=args.run_trailing_cells)
+    plan = schedule.Plan(workers=args.workers or schedule.default_workers(), gpu_workers=args.gpu_workers,
                            limits=limits, isolation=args.isolation, scheduler=args.scheduler)
-    results = classgrade.grade_class(args.assignments, students=args.student or None, plan=plan)
+    results = schedule.grade_class(args.assignments, students=args.student or None, plan=plan)
     if not results:
         print("Nothing was graded.", file=sys.stderr)
         return 1
-    path = classgrade.write_report(results, classgrade.report_path())
+    path = schedule.write_report(results, schedule.report_path())
     counts = {s: sum(r.status == s for r in results) for s in ("graded", "rejected", "failed")}
     print(f"{counts['graded']} graded, {counts['rejected']} rejected, {counts['failed']} failed; "
           f"{sum(bool(r.notes) for r in results)} with grading notes. Report: {path}")
@@ -90,14 +40,14 @@ def grade(args) -> int:
 
 
 def feedback(args) -> int:
-    from instructor import feedback as fb
+    from instructor.grading import feedback as fb
     fb.generate(args.assignments)
     print(f"Feedback: {ROOT / 'feedback'}/<student>/<assignment>/<assignment>.html")
     return 0
 
 
 def export(args) -> int:
-    from instructor import export as ex
+    from instructor.grading import export as ex
     path = ex.export(args.to)
     maxima = ", ".join(f"{a} {sum(grade_cells(read_notebook(notebook_path(a))).values()):g}" for a in ASSIGNMENTS)
     print(f"Grades: {path} (one row per student; maximum points: {maxima})")
@@ -118,6 +68,12 @@ def _grading_options(parser):
     parser.add_argument("--memory-mb", type=int, default=6144, help="memory a notebook may hold (6144 MB)")
     parser.add_argument("--isolation", choices=["auto", "namespaces", "process"], default="auto",
                         help="namespaces: read-only file system, no network, own processes (auto: when possible)")
+    parser.add_argument("--engine", choices=["cleanroom", "kernel"], default="cleanroom",
+                        help="cleanroom: one run in a jailed fork-server child (default); kernel: nbgrader "
+                             "autograde in a Jupyter kernel, then the clean room's verdict (slower)")
+    parser.add_argument("--run-trailing-cells", action="store_true",
+                        help="also run the cells after the last graded one (they cannot change a score; "
+                             "the clean-room engine skips them unless asked)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="grade on a Dask cluster (tcp://host:8786) instead of this machine")
 
@@ -128,7 +84,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ("build", "check", "all"):
         _with_assignments(commands.add_parser(name, help=__doc__.split(name, 1)[1].split("\n")[0].strip()))
-    from instructor import collect, publish
+    from instructor.course import publish
+    from instructor.grading import collect
     publish.add_arguments(commands.add_parser("publish", help="write the student repository into DEST"))
     collect.add_arguments(commands.add_parser("collect", help="Colab downloads or LMS zips -> submitted/"))
     for name, what in (("grade", "autograde every submission"), ("class", "grade, feedback and export")):

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from instructor.notebooks import COURSE_ID, ROOT, notebook_path
+from instructor.course.notebooks import COURSE_ID, ROOT, notebook_path
 
 NBGRADER = [sys.executable, "-m", "nbgrader"]
 

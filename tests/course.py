@@ -9,9 +9,17 @@ import shutil
 import torch
 
 from instructor import nbgrader_ops
-from instructor.notebooks import CUDA_TEST_PREFIX, ROOT, grade_cells, notebook_path, read_notebook
+from instructor.course.notebooks import CUDA_TEST_PREFIX, ROOT, grade_cells, notebook_path, read_notebook
 
 HAS_CUDA = torch.cuda.is_available()
+
+
+def _limits():
+    from instructor.grading import sandbox
+    return sandbox.Limits(cell_timeout=300, notebook_timeout=900, memory_mb=6000)
+
+
+LIMITS = _limits()
 GPU_MESSAGE = "needs a CUDA GPU"  # what utils.require_cuda says
 
 
@@ -67,11 +75,19 @@ class ScratchCourse:
             self.release(assignment)
         return read_notebook(notebook_path(assignment, step, self.root))
 
-    def grade(self, assignment: str, nb: dict):
-        """Autograde `nb` as a new student's submission; return (cell scores, graded notebook)."""
-        self.notebook(assignment, "release")  # the gradebook must know the assignment
+    def grade(self, assignment: str, nb: dict, stock: bool = False):
+        """Grade `nb` as a new student's submission; return (cell scores, graded notebook).
+
+        The way a class is graded (instructor/grading/worker.py: intake, then the clean room), or with
+        `stock=True` through plain `nbgrader autograde` in this scratch course, to compare the two."""
         self._count += 1
         student = f"s{self._count}"
+        if not stock:
+            from instructor.grading import worker
+            result = worker.grade_one(worker.Job(student, assignment, json.dumps(nb).encode(), b"", LIMITS))
+            assert result.status == "graded", (result.status, result.notes)
+            return {g: tuple(points) for g, points in result.scores.items()}, json.loads(result.notebook)
+        self.notebook(assignment, "release")  # the gradebook must know the assignment
         path = self.root / "upload.ipynb"
         path.write_text(json.dumps(nb))
         nbgrader_ops.submit(assignment, student, path, self.root)

@@ -11,18 +11,19 @@ import copy
 import dataclasses
 import json
 
-from instructor.notebooks import grade_cells, read_notebook, notebook_path
+from instructor.course.notebooks import grade_cells, read_notebook, notebook_path
 from tests.course import answers_module, cells_grading, with_cell
 
-# Extra cells a student might add, and what the autograder must say about each.
+# Extra cells a student might add, and what the autograder must say about each (one of the phrases: the
+# clean room and the kernel engine word some of them differently).
 BROKEN_CELLS = {
-    "infinite loop": ("while True:\n    pass", "ran past the time limit"),
+    "infinite loop": ("while True:\n    pass", "ran past the"),
     "loop that swallows the interrupt": (
         "import time\nwhile True:\n    try:\n        time.sleep(0.01)\n    except KeyboardInterrupt:\n        pass",
-        "did not stop when interrupted"),
+        ("ran past the", "did not stop when interrupted")),
     "exhausts memory": ("hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))", "MB of memory"),
-    "os._exit kills the kernel": ("import os\nos._exit(1)", "stopped the Python kernel"),
-    "exit() shuts the kernel down": ("exit()", "asked the kernel to exit"),
+    "os._exit kills the kernel": ("import os\nos._exit(1)", "stopped the Python"),
+    "exit() shuts the kernel down": ("exit()", None),  # an error in that cell (the kernel engine: a note)
     "sys.exit": ("import sys\nsys.exit('done for today')", None),  # IPython turns it into an error in that cell
     "kills the grading process": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", None),
     "fork bomb": ("import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(120)\n"
@@ -38,12 +39,12 @@ BROKEN_CELLS = {
 # proves it would: graded with the integrity check off, these score more).
 TAMPERING = {
     "ex1_memory": ("to_gb", "import graders.ex1_memory\ngraders.ex1_memory.check_to_gb = lambda ns: None\n"
-                            "expect_close = lambda *args, **kwargs: None", "replaced `graders.ex1_memory.check_to_gb`"),
+                            "expect_close = lambda *args, **kwargs: None", "`graders.ex1_memory.check_to_gb`"),
     "ex2_quantization": ("absmax_quantize", "import torch, graders.ex2_quantization\n"
                                             "graders.ex2_quantization.fail = lambda message: None\n"
                                             "torch.equal = lambda *a, **k: True\n"
                                             "expect = expect_close = lambda *a, **k: None",
-                         "replaced `graders.ex2_quantization.fail`, `torch.equal`"),
+                         "`graders.ex2_quantization.fail`"),
 }
 
 
@@ -55,7 +56,7 @@ class Submission:
     data: bytes
     expected: dict  # grade_id -> points it must get
     status: str = "graded"
-    says: str = None  # a phrase the notes must contain
+    says: object = None  # a phrase the notes must contain (or a tuple: one of them)
 
     @property
     def expected_total(self) -> float:

@@ -1,7 +1,7 @@
 """Exploits a student might try, each riding on a wrong answer that it tries to hide.
 
 Every entry is a cell added to the solution notebook in which one answer was replaced by a realistic
-wrong one from tests/answers. Graded through `python -m instructor grade`'s path (instructor/sandbox.py),
+wrong one from tests/answers. Graded through `python -m instructor grade`'s path (instructor/grading/worker.py),
 the wrong answer must lose exactly its own points however the exploit goes (tests/test_redteam.py).
 The families are the ways Python and IPython let one cell change how later cells run or what they
 report (issue 8); several are known to fool a plain Jupyter kernel (the test shows which, with the

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from instructor.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, notebook_path, read_notebook
+from instructor.course.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, notebook_path, read_notebook
 from tests.course import HAS_CUDA, answers_module, cell_output_text, solution_cells, cells_grading, with_cell
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,8 @@
-"""The whole nbgrader cycle on every notebook: solutions get full marks, the untouched release gets zero."""
+"""Every notebook, graded as a class is: solutions get full marks, the untouched release gets zero,
+and stock `nbgrader autograde` gives every cell the same score."""
 import pytest
 
-from instructor.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX
+from instructor.course.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX
 from tests.course import GPU_MESSAGE, HAS_CUDA, cell_output_text
 
 pytestmark = pytest.mark.slow
@@ -21,6 +22,8 @@ def test_solution_gets_full_marks(graded_course, assignment):
                 f"{grade_id} should fail on a CPU-only grader with the GPU message")
         else:
             assert score == max_score, f"{grade_id}: {score}/{max_score}\n{cell_output_text(graded, grade_id)}"
+    notes = [c for c in graded["cells"] if "course_grading_notes" in c.get("metadata", {})]
+    assert not notes, f"a reference solution graded with notes or flags: {notes[0]['source']}"
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -32,3 +35,13 @@ def test_blank_release_gets_zero_with_reasons(graded_course, assignment):
         said = cell_output_text(graded, grade_id)
         assert any(reason in said for reason in ("NotImplementedError", "not implemented", "not defined",
                                                   GPU_MESSAGE)), f"{grade_id} failed without a reason:\n{said}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_stock_nbgrader_agrees_cell_by_cell(graded_course, assignment):
+    """The clean room and plain nbgrader in a Jupyter kernel score the solution and the blank release alike."""
+    for step in ("solution", "release"):
+        nb = graded_course.notebook(assignment, step)
+        ours, _ = graded_course.grade(assignment, nb)
+        stock, graded = graded_course.grade(assignment, nb, stock=True)
+        assert ours == stock, (step, {g: (ours[g], stock.get(g)) for g in ours if ours[g] != stock.get(g)})

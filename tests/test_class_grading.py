@@ -10,8 +10,9 @@ import types
 
 import pytest
 
-from instructor import classgrade, collect, export, feedback, nbgrader_ops, sandbox
-from instructor.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+from instructor import nbgrader_ops
+from instructor.grading import collect, export, feedback, kernel, sandbox, schedule, worker
+from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 from tests import fake_class
 from tests.course import ScratchCourse
 
@@ -20,7 +21,9 @@ LIMITS = sandbox.Limits(cell_timeout=20, notebook_timeout=600, memory_mb=4000)
 SUBMISSIONS = [(a, kind) for a, kinds in fake_class.CLASS.items() for kind in kinds]
 
 
-@pytest.fixture(scope="module")
+# session, not module: a worker runs other modules' tests in between, and pytest would build a
+# module fixture again after each interruption (it did, doubling the cost)
+@pytest.fixture(scope="session")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("class")
     course = ScratchCourse(root)
@@ -28,7 +31,7 @@ def graded(tmp_path_factory):
     submissions = fake_class.make_class(course, with_namespaces=namespaces)
     fake_class.write_downloads(submissions, root / "downloads")
     records = collect.collect([root / "downloads"], root)
-    results = classgrade.grade_class(list(fake_class.CLASS), root, plan=classgrade.Plan(workers=2, limits=LIMITS))
+    results = schedule.grade_class(list(fake_class.CLASS), root, plan=schedule.Plan(workers=2, limits=LIMITS))
     feedback.generate(list(fake_class.CLASS), root)
     export.export(root / "grades.csv", root)
     return types.SimpleNamespace(root=root, submissions=submissions, records=records, namespaces=namespaces,
@@ -55,7 +58,8 @@ def test_each_submission_gets_its_grade_and_its_reason(graded, assignment, kind)
     assert result.status == sub.status, result.notes
     assert {g: s for g, (s, _) in result.scores.items()} == sub.expected, result.notes
     if sub.says:
-        assert any(sub.says in note for note in result.notes), result.notes
+        phrases = sub.says if isinstance(sub.says, tuple) else (sub.says,)
+        assert any(phrase in note for phrase in phrases for note in result.notes), result.notes
     if result.status == "graded":  # what the instructor's gradebook holds is the same
         recorded = nbgrader_ops.cell_scores(assignment, sub.student, graded.root)
         assert {g: s for g, (s, _) in recorded.items()} == sub.expected
@@ -102,7 +106,7 @@ def test_grades_csv_has_a_row_per_student_and_a_column_per_exercise(graded):
 
 
 def test_report_lists_every_submission_with_its_notes(graded, tmp_path):
-    path = classgrade.write_report(graded.results.values(), tmp_path / "report.csv")
+    path = schedule.write_report(graded.results.values(), tmp_path / "report.csv")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 30 and {r["status"] for r in rows} == {"graded", "rejected"}
@@ -113,14 +117,17 @@ def test_a_notebook_cannot_write_outside_its_sandbox(graded):
     sub, result = submission(graded, "ex3_lora_from_scratch", "writes outside its sandbox")
     assert result.score == sub.expected_total
     assert not (ROOT / "graders" / "poisoned.py").exists()
-    assert "refused" in result.notebook and "Read-only file system" in result.notebook
+    # the clean room refuses opening the course's files for writing before the read-only mount does;
+    # the kernel engine meets the mount
+    refused = ("grading does not allow: opening", "Read-only file system")
+    assert any(why in result.notebook for why in refused), result.notes
 
 
 @pytest.mark.parametrize("assignment", list(fake_class.TAMPERING))
 def test_without_the_integrity_check_the_tampering_would_have_paid(graded, assignment):
     """Proof that the tampering submissions test something: with the check off they score more."""
     sub, result = submission(graded, assignment, "tampering hides a wrong answer")
-    job = sandbox.Job(sub.student, assignment, sub.data, sandbox.make_template(assignment),
-                      sandbox.Limits(cell_timeout=20, memory_mb=4000, integrity=False))
-    unguarded = sandbox.grade_one(job)
+    job = worker.Job(sub.student, assignment, sub.data, kernel.make_template(assignment),
+                      sandbox.Limits(cell_timeout=20, memory_mb=4000, integrity=False, engine="kernel"))
+    unguarded = worker.grade_one(job)
     assert unguarded.status == "graded" and unguarded.score > result.score == sub.expected_total

@@ -6,15 +6,16 @@ import shutil
 
 import pytest
 
-from instructor import classgrade, export, feedback, nbgrader_ops
+from instructor import nbgrader_ops
+from instructor.grading import schedule, export, feedback
 from instructor.__main__ import main
-from instructor.notebooks import ASSIGNMENTS, REFERENCE_STUDENT
+from instructor.course.notebooks import ASSIGNMENTS, REFERENCE_STUDENT
 from tests.course import ScratchCourse
 
 
 def test_no_submissions_is_said_not_silently_passed(graded_course):
     said = []
-    results = classgrade.grade_class(["ex1_memory"], graded_course.root, students=["nobody-here"], echo=said.append)
+    results = schedule.grade_class(["ex1_memory"], graded_course.root, students=["nobody-here"], echo=said.append)
     assert results == []
     assert "No submissions of ex1_memory" in said[0] and "instructor collect" in said[0]
 
@@ -24,7 +25,7 @@ def test_a_folder_without_one_notebook_is_rejected_with_a_reason(graded_course):
     folder.mkdir(parents=True)
     for name in ("mine.ipynb", "Copy of mine.ipynb"):
         (folder / name).write_text("{}")
-    results = classgrade.grade_class(["ex1_memory"], graded_course.root, students=["two-files"], echo=lambda *a: None)
+    results = schedule.grade_class(["ex1_memory"], graded_course.root, students=["two-files"], echo=lambda *a: None)
     [result] = results
     assert result.status == "rejected" and result.score == 0 and "no single notebook" in result.notes[0]
     recorded = nbgrader_ops.cell_scores("ex1_memory", "two-files", graded_course.root)
@@ -41,7 +42,7 @@ def test_unknown_exercise_is_a_usage_error(capsys):
 
 
 def test_workers_fit_cores_and_memory():
-    assert 1 <= classgrade.default_workers() <= (os.cpu_count() or 1)
+    assert 1 <= schedule.default_workers() <= (os.cpu_count() or 1)
 
 
 def test_feedback_and_export_leave_out_the_reference_run_and_strays(tmp_path):
@@ -54,7 +55,7 @@ def test_feedback_and_export_leave_out_the_reference_run_and_strays(tmp_path):
     folder.mkdir(parents=True)
     (folder / "a.ipynb").write_text("{}")
     (folder / "b.ipynb").write_text("{}")
-    results = classgrade.grade_class(["ex1_memory"], tmp_path, echo=lambda *a: None)
+    results = schedule.grade_class(["ex1_memory"], tmp_path, echo=lambda *a: None)
     assert [r.student for r in results] == ["kim"], "the reference run is not one of the class"
     stray = tmp_path / "autograded" / "stray" / "ex1_memory"
     stray.mkdir(parents=True)

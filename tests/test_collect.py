@@ -1,4 +1,4 @@
-"""instructor/collect.py: downloads from Colab/Drive and LMS zips land in submitted/<student>/<exercise>/.
+"""instructor/grading/collect.py: downloads from Colab/Drive and LMS zips land in submitted/<student>/<exercise>/.
 
 Each input set is collected once (a module-scoped fixture: one `nbgrader zip_collect` run per exercise,
 about 2 s each); the tests then check where every file went and what the report says about it.
@@ -14,8 +14,8 @@ import zipfile
 
 import pytest
 
-from instructor import collect as collecting
-from instructor.notebooks import ROOT, notebook_path
+from instructor.grading import collect as collecting
+from instructor.course.notebooks import ROOT, notebook_path
 
 pytestmark = pytest.mark.xdist_group("collect")  # its module fixtures run nbgrader: once, on one worker
 EX1, EX2 = "ex1_memory", "ex2_quantization"

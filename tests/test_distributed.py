@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from instructor import classgrade
+from instructor.grading import schedule
 from tests import fake_class
 from tests.course import ScratchCourse
 
@@ -24,8 +24,8 @@ def test_a_dask_cluster_grades_like_this_machine(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         (folder / f"{sub.assignment}.ipynb").write_bytes(sub.data)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
-        results = classgrade.grade_class(["ex1_memory"], tmp_path,
-                                         plan=classgrade.Plan(scheduler=cluster.scheduler_address))
+        results = schedule.grade_class(["ex1_memory"], tmp_path,
+                                         plan=schedule.Plan(scheduler=cluster.scheduler_address))
     got = {r.student: (r.score, r.notes) for r in results}
     for sub in submissions:
         score, notes = got[sub.student]

@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from instructor.guarded_execute import GuardedExecute, imported_modules
+from instructor.grading.kernel import GuardedExecute, imported_modules
 
 BEFORE, AFTER = "x = 41", "print('after', x + 1)"
 

@@ -1,11 +1,11 @@
-"""What the grader makes of a submitted file before anything runs (instructor/intake.py)."""
+"""What the grader makes of a submitted file before anything runs (instructor/grading/intake.py)."""
 import copy
 import json
 
 import pytest
 
-from instructor.intake import MAX_BYTES, check_submission
-from instructor.notebooks import ASSIGNMENTS, notebook_path, read_notebook
+from instructor.grading.intake import MAX_BYTES, check_submission
+from instructor.course.notebooks import ASSIGNMENTS, notebook_path, read_notebook
 
 A = "ex1_memory"
 

@@ -5,7 +5,7 @@ import re
 import nbformat
 import pytest
 
-from instructor.notebooks import ASSIGNMENTS, notebook_path, read_notebook, setup_cells
+from instructor.course.notebooks import ASSIGNMENTS, notebook_path, read_notebook, setup_cells
 from tests.course import solution_cells, cells_grading
 
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from instructor import publish
-from instructor.notebooks import ASSIGNMENTS, PLACEHOLDER_REPO, ROOT, notebook_path, read_notebook, setup_cells
+from instructor.course import publish
+from instructor.course.notebooks import ASSIGNMENTS, PLACEHOLDER_REPO, ROOT, notebook_path, read_notebook, setup_cells
 from tests.course import solution_cells
 
 REPO, BRANCH = "alice-lab/gpt2-course-2027", "spring"

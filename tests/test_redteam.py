@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from instructor import sandbox
-from instructor.notebooks import notebook_path, read_notebook
+from instructor.grading import kernel, sandbox, worker
+from instructor.course.notebooks import notebook_path, read_notebook
 from tests.course import answers_module, cells_grading, with_cell
 from tests.fake_class import _add_cell
 from tests.redteam import EXPLOITS, HONEST
@@ -26,12 +26,12 @@ PAY_WITHOUT_DEFENCES = [e.name for e in EXPLOITS if e.pays_in_a_plain_kernel]
 
 @functools.cache
 def _template(assignment):
-    return sandbox.make_template(assignment)
+    return kernel.make_template(assignment)
 
 
 @functools.cache
 def _points(assignment) -> dict:
-    from instructor.notebooks import grade_cells
+    from instructor.course.notebooks import grade_cells
     return {g: float(p) for g, p in grade_cells(read_notebook(notebook_path(assignment))).items()}
 
 
@@ -42,9 +42,11 @@ def _submission(exploit) -> dict:
 
 
 def _grade(assignment, nb, integrity=True):
-    limits = sandbox.Limits(cell_timeout=60, notebook_timeout=600, memory_mb=4000, integrity=integrity)
-    return sandbox.grade_one(sandbox.Job("mallory", assignment, json.dumps(nb).encode(), _template(assignment),
-                                         limits))
+    """Graded as a class is (the clean room), or with every defence off: stock nbgrader in a kernel."""
+    limits = sandbox.Limits(cell_timeout=60, notebook_timeout=600, memory_mb=4000, integrity=integrity,
+                            engine="cleanroom" if integrity else "kernel")
+    template = b"" if integrity else _template(assignment)
+    return worker.grade_one(worker.Job("mallory", assignment, json.dumps(nb).encode(), template, limits))
 
 
 def test_the_suite_covers_the_issue_families():
@@ -69,7 +71,11 @@ def test_no_exploit_pays(exploit):
     for grade_id, points in _points(exploit.assignment).items():
         expected = 0.0 if grade_id in lost else points
         assert result.scores[grade_id][0] == expected, (grade_id, result.scores, result.notes, result.flags)
-    assert result.notes, "the grade must say what happened"
+    # the student is told why: each lost check ends in an error in the graded notebook
+    graded = json.loads(result.notebook)
+    for cell in graded["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") in lost:
+            assert any(o["output_type"] == "error" for o in cell["outputs"]), cell["outputs"]
 
 
 @pytest.mark.parametrize("name", PAY_WITHOUT_DEFENCES)
@@ -88,4 +94,4 @@ def test_honest_ipython_is_never_flagged():
     result = _grade("ex1_memory", nb)
     assert result.status == "graded" and result.score == result.max_score, (result.scores, result.notes)
     assert result.notes == [] and result.flags == []
-    assert result.cleanroom.errors == {}, "every honest cell must run in the clean room too"
+    assert result.execute.errors == {}, "every honest cell must run in the clean room too"

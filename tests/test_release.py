@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from instructor.notebooks import ASSIGNMENTS, notebook_path, read_notebook
+from instructor.course.notebooks import ASSIGNMENTS, notebook_path, read_notebook
 
 
 @pytest.mark.parametrize("step", ["release", "solution"])

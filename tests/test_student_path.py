@@ -14,8 +14,8 @@ import sys
 import pytest
 
 import colab_setup
-from instructor import publish
-from instructor.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+from instructor.course import publish
+from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("student_path")]
 
@@ -52,7 +52,9 @@ def answered(assignment: str, published: pathlib.Path) -> dict:
     return nb
 
 
-@pytest.fixture(scope="module")
+# session, not module: a worker runs other modules' tests in between, and pytest would build a
+# module fixture again after each interruption (it did, doubling the cost)
+@pytest.fixture(scope="session")
 def student_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("student")
     published = work / "published"

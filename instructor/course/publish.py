@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import colab_setup
-from instructor.notebooks import ASSIGNMENTS, PLACEHOLDER_REPO, ROOT, colab_url, notebook_path, read_notebook, setup_cells
+from instructor.course.notebooks import ASSIGNMENTS, PLACEHOLDER_REPO, ROOT, colab_url, notebook_path, read_notebook, setup_cells
 
 MARKER = ".course-published"  # written into DEST; publish only rewrites a folder that holds it (or an empty one)
 REPO_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")

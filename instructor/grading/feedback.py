@@ -11,7 +11,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests
 
 from instructor import nbgrader_ops
-from instructor.notebooks import REFERENCE_STUDENT, ROOT
+from instructor.course.notebooks import REFERENCE_STUDENT, ROOT
 
 GRADER_TRACES = ("graders", "File ", "Traceback", "---------")
 

@@ -1,7 +1,8 @@
-"""nbgrader's Execute step, hardened for grading notebooks nobody has vetted.
+"""The kernel engine: nbgrader autograde in a Jupyter kernel, with nbgrader's Execute step hardened for
+grading notebooks nobody has vetted (GuardedExecute), each submission in a throw-away nbgrader course.
 
-nbgrader_config.py puts it in place of nbgrader's own Execute, so `nbgrader autograde` and
-`python -m instructor grade` both use it. Besides nbgrader's per-cell timeout it
+nbgrader_config.py puts GuardedExecute in place of nbgrader's own Execute, so `nbgrader autograde` (the
+reference runs of `make course`) and `python -m instructor grade --engine kernel` use it. Besides nbgrader's per-cell timeout it
 - caps what each cell may print, so a notebook printing gigabytes is saved small;
 - kills the kernel when it holds more than `memory_limit_mb` or starts more than `max_processes`;
 - gives the whole notebook `notebook_timeout` seconds: cells not reached by then fail, saying why;
@@ -14,6 +15,12 @@ With `report_path` set it writes what happened (cells removed and why, timeouts,
 peak memory) as JSON, updated before each cell so that it survives even if this process is killed.
 """
 import ast
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 import copy
 import json
 import math
@@ -30,7 +37,9 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
 from graders._integrity import verify
-from instructor.notebooks import ROOT
+from instructor import nbgrader_ops
+from instructor.course.notebooks import ROOT, notebook_path
+from instructor.grading.sandbox import UNSHARE, Limits, pythonpath, run_environment
 
 IMPORT_LINE = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*))",
                          re.M)
@@ -351,3 +360,55 @@ class GuardedExecute(Execute):
         if self.report_path:
             with open(self.report_path, "w", encoding="utf-8") as f:
                 json.dump(self._report, f, indent=1)
+
+
+# -- the kernel engine's sandbox: a throw-away nbgrader course per submission ------------------------
+def course_config(sandbox: pathlib.Path, limits: Limits = None, report: pathlib.Path = None) -> str:
+    lines = ["c = get_config()  # noqa: F821 - written by instructor/grading/kernel.py for one submission",
+             f"load_subconfig({str(ROOT / 'nbgrader_config.py')!r})  # noqa: F821",
+             f"c.CourseDirectory.root = {str(sandbox)!r}",
+             f"c.CourseDirectory.db_url = {'sqlite:///' + str(sandbox / 'gradebook.db')!r}"]
+    if limits:
+        lines += [f"c.Execute.timeout = {limits.cell_timeout}",
+                  f"c.GuardedExecute.notebook_timeout = {limits.notebook_timeout}",
+                  f"c.GuardedExecute.memory_limit_mb = {limits.memory_mb}",
+                  f"c.GuardedExecute.max_output_bytes = {limits.max_output_bytes}",
+                  f"c.GuardedExecute.check_integrity = {limits.integrity}",
+                  f"c.GuardedExecute.report_path = {str(report)!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def run_nbgrader_command(args, cwd, env=None, timeout=None):
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PATH": path, "PYTHONPATH": pythonpath(), **(env or {})}, timeout=timeout)
+
+
+def make_template(assignment: str) -> bytes:
+    """A gradebook that knows `assignment` and no student: each sandbox starts from a copy."""
+    with tempfile.TemporaryDirectory(prefix="gradebook-template-") as tmp:
+        tmp = pathlib.Path(tmp)
+        (tmp / "nbgrader_config.py").write_text(course_config(tmp))
+        (tmp / "source" / assignment).mkdir(parents=True)
+        shutil.copy(notebook_path(assignment), tmp / "source" / assignment)
+        done = run_nbgrader_command(["generate_assignment", assignment, "--force", "--create"], tmp)
+        if done.returncode != 0 or "Exception while loading config" in done.stderr:
+            raise RuntimeError(f"could not make a gradebook for {assignment}:\n{done.stderr[-2000:]}")
+        return (tmp / "gradebook.db").read_bytes()
+
+
+def run_autograde(sandbox: pathlib.Path, job, isolation: str):
+    command = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--student", job.student, "--force"]
+    if isolation == "namespaces":
+        command = [*UNSHARE, sys.executable, "-m", "instructor.grading.jail", str(sandbox), "--", *command]
+    env = run_environment(sandbox, job)
+    with open(sandbox / "nbgrader.log", "w", encoding="utf-8") as log:
+        try:
+            return subprocess.run(command, cwd=sandbox, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=job.limits.notebook_timeout + 300, start_new_session=True).returncode
+        except subprocess.TimeoutExpired:
+            return "timeout"
+
+
+def gradebook_scores(sandbox: pathlib.Path, assignment: str, student: str) -> dict:
+    return {name: list(points) for name, points in nbgrader_ops.cell_scores(assignment, student, sandbox).items()}

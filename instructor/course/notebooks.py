@@ -2,7 +2,7 @@
 import json
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # instructor/course/notebooks.py -> the course root
 
 # In course order. Each is an nbgrader assignment holding one notebook of the same name.
 ASSIGNMENTS = [

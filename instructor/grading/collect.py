@@ -21,7 +21,7 @@ CSV maps any alias (LMS id, email, name...) to the course's student_id. Of a stu
 newest is kept: latest timestamp in the name, else highest ` (n)` / `-n`, else latest modification time.
 
     python -m instructor collect downloads/ canvas.zip --roster roster.csv       # every exercise
-    nbgrader zip_collect ex1_memory --collector=instructor.collect.CourseCollector \\
+    nbgrader zip_collect ex1_memory --collector=instructor.grading.collect.CourseCollector \\
         --CourseCollector.roster=roster.csv                                       # one, nbgrader's way
 
 `collect()` runs zip_collect once per exercise on the same inputs and merges the runs' reports.
@@ -44,8 +44,8 @@ from nbgrader.utils import parse_utc
 from traitlets import Unicode, default
 
 from instructor import nbgrader_ops
-from instructor.intake import MAX_BYTES, answer_ids
-from instructor.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+from instructor.grading.intake import MAX_BYTES, answer_ids
+from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 
 # How LMSs name downloaded submissions, tried in order on a file's name without its extension (Moodle's
 # also on a folder's name). student_id: the LMS's id for the student; alias: another name a roster may
@@ -434,7 +434,7 @@ class CourseCollector(FileNameCollectorPlugin):
         by_cells, why_not = self._exercise_of_cells(path)
         if named and by_cells == named[0]:
             return named[0], None, None
-        if named:  # the name wins; grading (instructor/intake.py) rejects it with its own message
+        if named:  # the name wins; grading (instructor/grading/intake.py) rejects it with its own message
             what = f"its cells are {by_cells}'s, not {named[0]}'s" if by_cells else why_not
             return named[0], f"{what}: grading will reject it, so ask the student for the right file", None
         if by_cells:
@@ -576,7 +576,7 @@ def collect(inputs, root=ROOT, assignments=None, roster=None, pattern=None) -> l
         _stage(paths, downloaded / "archive")
         report = downloaded / REPORT_NAME
         report.unlink(missing_ok=True)
-        nbgrader_ops._run(["zip_collect", assignment, "--force", "--collector=instructor.collect.CourseCollector",
+        nbgrader_ops._run(["zip_collect", assignment, "--force", "--collector=instructor.grading.collect.CourseCollector",
                            f"--CourseCollector.report={report}", *args], root)
         reports.append(json.loads(report.read_text(encoding="utf-8")) if report.exists() else [])
     return merge_reports(reports)

@@ -1,6 +1,6 @@
 """grades.csv for the LMS: one row per student, one column per exercise, then the total.
 
-An nbgrader export plugin, so it is `nbgrader export --exporter=instructor.export.WideCsvExport
+An nbgrader export plugin, so it is `nbgrader export --exporter=instructor.grading.export.WideCsvExport
 --to grades.csv` (what `python -m instructor export` runs). A score includes nbgrader's late penalty
 and any manual adjustment made in formgrader. Every exercise has its column from the first export on;
 a blank cell means no submission (yet).
@@ -12,7 +12,7 @@ from nbgrader.api import MissingEntry
 from nbgrader.plugins import ExportPlugin
 
 from instructor import nbgrader_ops
-from instructor.notebooks import ASSIGNMENTS, REFERENCE_STUDENT, ROOT
+from instructor.course.notebooks import ASSIGNMENTS, REFERENCE_STUDENT, ROOT
 
 
 class WideCsvExport(ExportPlugin):
@@ -38,5 +38,5 @@ class WideCsvExport(ExportPlugin):
 
 def export(path, root=ROOT):
     path = pathlib.Path(path).resolve()  # nbgrader runs in the course root; the path is the caller's
-    nbgrader_ops._run(["export", "--exporter=instructor.export.WideCsvExport", f"--to={path}"], root)
+    nbgrader_ops._run(["export", "--exporter=instructor.grading.export.WideCsvExport", f"--to={path}"], root)
     return path

@@ -12,7 +12,7 @@ the student's feedback, and what cannot be graded is rejected with a reason inst
   to ordinary code, so they can neither add points nor confuse nbgrader.
 
 Code that reaches for the grading machinery (`graders`, `sys.modules`, `builtins`...) is flagged
-for the instructor; it is not penalised here (instructor/guarded_execute.py deals with what it does).
+for the instructor; it is not penalised here (instructor/grading/kernel.py deals with what it does).
 """
 import copy
 import dataclasses
@@ -22,7 +22,7 @@ import warnings
 
 import nbformat
 
-from instructor.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 
 MAX_BYTES = 64 * 2**20
 HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.S)

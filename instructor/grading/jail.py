@@ -1,7 +1,7 @@
 """Run a command with the whole file system read-only except one folder, no network, and its own
-process tree: `python -m instructor.jail SANDBOX -- COMMAND...`.
+process tree: `python -m instructor.grading.jail SANDBOX -- COMMAND...`.
 
-instructor/sandbox.py starts this inside fresh Linux namespaces (`unshare --user --map-root-user --pid
+instructor/grading/sandbox.py and execute.py start this inside fresh Linux namespaces (`unshare --user --map-root-user --pid
 --fork --mount-proc --net --mount`), so what is changed here is seen by this process tree alone. A
 notebook graded in it can write only into its own sandbox, cannot reach the network, and cannot see
 or signal the processes grading other submissions. It can still read the course's files: it must

@@ -4,7 +4,7 @@
 
 Submissions of exercises with CUDA-only test cells (`test_cuda_*`, Exercise 5) go to GPU workers,
 one GPU each; the rest to CPU workers. Locally the workers are threads that each drive one sandboxed
-`nbgrader autograde` (instructor/sandbox.py); with `scheduler=` they are Dask workers on any number
+`nbgrader autograde` (instructor/grading/worker.py); with `scheduler=` they are Dask workers on any number
 of machines (docs/grading.md). Results are merged here, one at a time, into the course's gradebook
 and autograded/ folder, so `nbgrader generate_feedback`, `nbgrader export` and formgrader work as usual.
 """
@@ -22,8 +22,9 @@ import warnings
 
 import nbformat
 
-from instructor import nbgrader_ops, sandbox
-from instructor.notebooks import REFERENCE_STUDENT, ROOT, cuda_test_cells, notebook_path
+from instructor import nbgrader_ops
+from instructor.grading import kernel, merge, sandbox, worker
+from instructor.course.notebooks import REFERENCE_STUDENT, ROOT, cuda_test_cells, notebook_path
 
 
 
@@ -73,14 +74,14 @@ def ensure_in_gradebook(assignment: str, root=ROOT) -> None:
     nbgrader_ops.generate_release(assignment, root)
 
 
-def record(result: sandbox.Result, root=ROOT) -> None:
+def record(result: worker.Result, root=ROOT) -> None:
     """Put one Result into the course: the graded notebook in autograded/, the scores in the gradebook."""
     folder = pathlib.Path(root) / "autograded" / result.student / result.assignment
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if result.notebook is None:  # rejected or failed: the blank release, with the reason on top
         nb = nbformat.read(str(notebook_path(result.assignment, "release", root)), as_version=4)
-        nb.cells.insert(0, sandbox.notes_cell(result.notes, result.flags))
+        nb.cells.insert(0, merge.notes_cell(result.notes, result.flags))
         text = nbformat.writes(nb)
     else:
         text = result.notebook
@@ -123,17 +124,17 @@ class _Executors:
         for slot in range(max(1, plan.gpu_workers)):
             self.free_gpus.put(str(slot % max(1, gpus)))
 
-    def submit(self, job: sandbox.Job):
+    def submit(self, job: worker.Job):
         if job.gpu != "inherit":
-            return self.cpu.submit(sandbox.grade_one, job)
+            return self.cpu.submit(worker.grade_one, job)
         if self.client:  # a Dask GPU worker was started with CUDA_VISIBLE_DEVICES set to its own GPU
-            return self.gpu.submit(sandbox.grade_one, job)
+            return self.gpu.submit(worker.grade_one, job)
         return self.gpu.submit(self._on_a_gpu, job)
 
     def _on_a_gpu(self, job):
         device = self.free_gpus.get()
         try:
-            return sandbox.grade_one(dataclasses.replace(job, gpu=device))
+            return worker.grade_one(dataclasses.replace(job, gpu=device))
         finally:
             self.free_gpus.put(device)
 
@@ -145,7 +146,7 @@ class _Executors:
             self.gpu.shutdown()
 
 
-def _progress_line(r: sandbox.Result) -> str:
+def _progress_line(r: worker.Result) -> str:
     what = {"graded": f"{r.score:g}/{r.max_score:g}", "rejected": "REJECTED", "failed": "FAILED"}[r.status]
     said = "; ".join(r.notes + [f"flag: {f}" for f in r.flags])
     return f"{r.assignment:24s} {r.student:16s} {what:>9s} {r.seconds:6.0f}s  {said[:300]}"
@@ -163,7 +164,8 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
     if on_gpu and not use_gpu:
         echo(f"WARNING: no CUDA GPU here: {', '.join(sorted(on_gpu))} will be graded on the CPU, and its "
              "CUDA-only cells (test_cuda_*) will score 0 with the message 'must be graded on a GPU'.")
-    plan.limits.threads = max(1, (os.cpu_count() or 1) // max(1, plan.workers))
+    # torch/BLAS threads per notebook: the cores shared by every worker that may run at once
+    plan.limits.threads = max(1, (os.cpu_count() or 1) // max(1, plan.workers + (plan.gpu_workers or 0) * use_gpu))
     results, jobs = [], []
     for assignment in assignments:
         found = find_submissions(assignment, root, students)
@@ -172,13 +174,14 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
                  "(`python -m instructor collect` puts them there).")
             continue
         ensure_in_gradebook(assignment, root)
-        template = sandbox.make_template(assignment)
+        # the kernel engine runs nbgrader in a throw-away course that needs a gradebook; the clean room none
+        template = kernel.make_template(assignment) if plan.limits.engine == "kernel" else b""
         for student, path, stamp in found:
             if path is None:
-                results.append(sandbox.Result(student, assignment, "rejected", sandbox._zero_scores(assignment),
+                results.append(worker.Result(student, assignment, "rejected", merge.zero_scores(assignment),
                                               ["no single notebook was found in the submission folder"], []))
                 continue
-            jobs.append(sandbox.Job(student, assignment, path.read_bytes(), template, plan.limits,
+            jobs.append(worker.Job(student, assignment, path.read_bytes(), template, plan.limits,
                                     "inherit" if assignment in on_gpu and use_gpu else None, stamp, plan.isolation))
     for r in results:
         record(r, root)
@@ -200,7 +203,7 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
                 try:
                     result = future.result()
                 except Exception as error:  # noqa: BLE001 - a worker that broke must not stop the class
-                    result = sandbox.Result(job.student, job.assignment, "failed", sandbox._zero_scores(job.assignment),
+                    result = worker.Result(job.student, job.assignment, "failed", merge.zero_scores(job.assignment),
                                             [f"the grading worker failed: {type(error).__name__}: {error}"], [])
                 record(result, root)
                 results.append(result)

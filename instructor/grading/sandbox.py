@@ -1,0 +1,101 @@
+"""Stage 3 of a submission's trip: the sandbox a notebook runs in, and the limits it runs under.
+
+Inside Linux namespaces where the machine allows (`UNSHARE`, then instructor/grading/jail.py: read-only
+file system, no network, an own process tree), with an environment of its own (home, temporary files,
+caches read-only, one thread unless asked). Both engines use it: the clean room's fork server
+(instructor/grading/execute.py) and nbgrader's kernel (instructor/grading/kernel.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+from instructor.course.notebooks import ROOT
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net", "--mount",
+           "--propagation", "private"]
+
+
+@dataclasses.dataclass
+class Limits:
+    cell_timeout: int = 300  # seconds per cell
+    notebook_timeout: int = 1800  # seconds for the whole notebook, re-runs included
+    memory_mb: int = 6144  # resident memory of the kernel and its children
+    max_output_bytes: int = 1_000_000  # output kept per cell
+    threads: int = 1  # torch/BLAS threads of the kernel
+    integrity: bool = True  # tamper checks and the clean-room verdict; off only to show what they catch
+    cleanroom: bool = True  # the clean-room verdict (instructor/grading/execute.py); off only to measure its cost
+    # "cleanroom": the clean room is the only run (a fork server per worker, outputs captured there);
+    # "kernel": nbgrader autograde in a Jupyter kernel first, then the clean room's verdict (slower; the
+    # way to compare with stock nbgrader, and the only one with integrity off)
+    engine: str = "cleanroom"
+    # run the cells after the last graded one too (the clean-room engine skips them by default: they
+    # cannot change a score, and in Exercise 4 they are the training run, three quarters of its time)
+    trailing_cells: bool = False
+
+
+@functools.cache
+def namespaces_available() -> bool:
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+_prepared, _prepare_lock = set(), threading.Lock()
+
+
+def prepare_worker() -> None:
+    """Build the offline GPT-2 stand-in once per process, outside any sandbox: inside one the cache is
+    read-only (so no notebook can poison it for the next)."""
+    with _prepare_lock:
+        if "standin" not in _prepared:
+            subprocess.run([sys.executable, "-c", "from utils.models import gpt2_source; gpt2_source()"],
+                           cwd=ROOT, capture_output=True, env={**os.environ, "PYTHONPATH": pythonpath()})
+            _prepared.add("standin")
+
+
+def pythonpath() -> str:
+    """The course first, then whatever the worker already had (a GPU box's carried packages, say)."""
+    return os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+
+
+def environment(sandbox: pathlib.Path, job) -> dict:
+    home = sandbox / "home"
+    return {
+        "HOME": str(home), "TMPDIR": str(sandbox / "tmp"), "IPYTHONDIR": str(home / ".ipython"),
+        "MPLCONFIGDIR": str(home / ".matplotlib"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "XDG_CACHE_HOME": str(home / ".cache"), **shared_environment(job)}
+
+
+def shared_environment(job) -> dict:
+    """What every notebook of a worker sees alike (the clean room's fork server is keyed by it)."""
+    real_home = pathlib.Path.home()
+    env = {
+        "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
+        # Models are read from the grader's caches (read-only inside the jail), never fetched.
+        "COURSE_CACHE": os.environ.get("COURSE_CACHE", str(real_home / ".cache" / "lora-course")),
+        "HF_HOME": os.environ.get("HF_HOME", str(real_home / ".cache" / "huggingface")), "HF_HUB_OFFLINE": "1",
+        "COURSE_ROOT": str(ROOT),
+        **{name: str(job.limits.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    }
+    if job.gpu != "inherit":
+        env["CUDA_VISIBLE_DEVICES"] = job.gpu or ""
+    return env
+
+
+def run_environment(sandbox: pathlib.Path, job) -> dict:
+    env = {**os.environ, "PYTHONPATH": pythonpath(), **environment(sandbox, job)}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return env
+
+
+def fork_server_environment(job) -> dict:
+    env = {**os.environ, "PYTHONPATH": pythonpath(), **shared_environment(job)}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return env
