@@ -94,4 +94,4 @@ def test_honest_ipython_is_never_flagged():
     result = _grade("ex1_memory", nb)
     assert result.status == "graded" and result.score == result.max_score, (result.scores, result.notes)
     assert result.notes == [] and result.flags == []
-    assert result.execute.errors == {}, "every honest cell must run in the clean room too"
+    assert result.cleanroom.errors == {}, "every honest cell must run in the clean room too"
