@@ -37,6 +37,18 @@ def test_blank_release_gets_zero_with_reasons(graded_course, assignment):
                                                   GPU_MESSAGE)), f"{grade_id} failed without a reason:\n{said}"
 
 
+def test_the_kernel_engine_with_the_clean_room_gives_the_solution_full_marks(graded_course):
+    """--engine kernel: nbgrader autograde in a kernel, then the clean room's verdict on top."""
+    import json
+    from instructor.grading import kernel, sandbox, worker
+    nb = graded_course.notebook("ex1_memory", "solution")
+    limits = sandbox.Limits(cell_timeout=300, notebook_timeout=900, memory_mb=6000, engine="kernel")
+    result = worker.grade_one(worker.Job("k1", "ex1_memory", json.dumps(nb).encode(),
+                                         kernel.make_template("ex1_memory"), limits))
+    assert result.status == "graded" and result.cleanroom is not None, result.notes
+    assert result.score == result.max_score and not result.notes, (result.scores, result.notes)
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_stock_nbgrader_agrees_cell_by_cell(graded_course, assignment):
     """The clean room and plain nbgrader in a Jupyter kernel score the solution and the blank release alike."""

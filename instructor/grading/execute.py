@@ -124,9 +124,8 @@ class _Reader(threading.Thread):
 
 def last_graded_cell(nb) -> int:
     """Index of the notebook's last cell that carries points (autograded or manually graded), -1 if none."""
-    graded = [i for i, c in enumerate(nb.cells)
-              if c.get("metadata", {}).get("nbgrader", {}).get("grade") or c.get("metadata", {}).get("nbgrader", {}).get("task")]
-    return max(graded, default=-1)
+    from nbgrader.utils import is_grade, is_task
+    return max((i for i, c in enumerate(nb.cells) if is_grade(c) or is_task(c)), default=-1)
 
 
 def _job_cells(nb, tests: dict, skip: dict, trailing: bool = False) -> list:

@@ -89,13 +89,18 @@ def shared_environment(job) -> dict:
     return env
 
 
-def run_environment(sandbox: pathlib.Path, job) -> dict:
-    env = {**os.environ, "PYTHONPATH": pythonpath(), **environment(sandbox, job)}
+def _process_environment(own: dict) -> dict:
+    """The worker's environment, the course first on PYTHONPATH and this Python's scripts on PATH, then `own`."""
+    env = {**os.environ, "PYTHONPATH": pythonpath(), **own}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return env
+
+
+def run_environment(sandbox: pathlib.Path, job) -> dict:
+    """A kernel-engine run's: its own HOME, TMPDIR and caches inside `sandbox`."""
+    return _process_environment(environment(sandbox, job))
 
 
 def fork_server_environment(job) -> dict:
-    env = {**os.environ, "PYTHONPATH": pythonpath(), **shared_environment(job)}
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    return env
+    """A fork server's: only what every notebook of the worker shares (each job brings its own folders)."""
+    return _process_environment(shared_environment(job))

@@ -91,22 +91,22 @@ def grade_one(job: Job, work_root=None, keep: bool = False) -> Result:
         prepare_worker()
     if job.limits.engine == "cleanroom" and job.limits.integrity:
         return _grade_in_cleanroom(job, checked, isolation, started)
-    sandbox = pathlib.Path(tempfile.mkdtemp(prefix=f"grade-{job.assignment}-{job.student}-", dir=work_root))
+    course_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"grade-{job.assignment}-{job.student}-", dir=work_root))
     try:
-        return _grade_in(sandbox, job, checked, isolation, started)
+        return _grade_in(course_dir, job, checked, isolation, started)
     finally:
         if not keep:
-            shutil.rmtree(sandbox, ignore_errors=True)
+            shutil.rmtree(course_dir, ignore_errors=True)
 
 
-def _grade_in(sandbox, job, checked, isolation, started) -> Result:
-    report_path = sandbox / "guard.json"
-    (sandbox / "nbgrader_config.py").write_text(kernel.course_config(sandbox, job.limits, report_path))
-    (sandbox / "gradebook.db").write_bytes(job.template)
-    (sandbox / "source" / job.assignment).mkdir(parents=True)
+def _grade_in(course_dir, job, checked, isolation, started) -> Result:
+    report_path = course_dir / "guard.json"
+    (course_dir / "nbgrader_config.py").write_text(kernel.course_config(course_dir, job.limits, report_path))
+    (course_dir / "gradebook.db").write_bytes(job.template)
+    (course_dir / "source" / job.assignment).mkdir(parents=True)
     for name in ("home/.ipython", "home/runtime", "tmp"):
-        (sandbox / name).mkdir(parents=True)
-    submitted = sandbox / "submitted" / job.student / job.assignment
+        (course_dir / name).mkdir(parents=True)
+    submitted = course_dir / "submitted" / job.student / job.assignment
     submitted.mkdir(parents=True)
     if job.timestamp:
         (submitted / "timestamp.txt").write_text(job.timestamp)
@@ -114,17 +114,17 @@ def _grade_in(sandbox, job, checked, isolation, started) -> Result:
     for attempt in range(3):
         nbformat.write(nb, str(submitted / f"{job.assignment}.ipynb"))
         report_path.unlink(missing_ok=True)
-        code = kernel.run_autograde(sandbox, job, isolation)
+        code = kernel.run_autograde(course_dir, job, isolation)
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
-        graded = sandbox / "autograded" / job.student / job.assignment / f"{job.assignment}.ipynb"
+        graded = course_dir / "autograded" / job.student / job.assignment / f"{job.assignment}.ipynb"
         if code == 0 and graded.exists():
             notes += merge.guard_notes(report)
             out = nbformat.read(str(graded), as_version=4)
-            scores, flags = kernel.gradebook_scores(sandbox, job.assignment, job.student), list(checked.flags)
+            scores, flags = kernel.gradebook_scores(course_dir, job.assignment, job.student), list(checked.flags)
             room = None
             # The clean room can only take points away: with none to take (a blank notebook), it is skipped.
             if job.limits.integrity and job.limits.cleanroom and any(score for score, _ in scores.values()):
-                room = execute.verdicts(out, job.assignment, sandbox, sandbox.run_environment(sandbox, job), job.limits,
+                room = execute.verdicts(out, job.assignment, course_dir, sandbox.run_environment(course_dir, job), job.limits,
                                           isolation, {i: "this cell ran past the time limit in the kernel's run"
                                                       for i in report.get("timed_out", [])})
                 if room.broken:
@@ -146,7 +146,7 @@ def _grade_in(sandbox, job, checked, isolation, started) -> Result:
             nb.cells[running].source = "raise RuntimeError('autograder: this cell stopped the grading process')"
             continue
         break
-    log = (sandbox / "nbgrader.log").read_text(errors="replace")
+    log = (course_dir / "nbgrader.log").read_text(errors="replace")
     why = report.get("failed") or ("grading ran past its time limit" if code == "timeout" else
                                    next((ln.strip() for ln in reversed(log.splitlines()) if "Error" in ln),
                                         f"nbgrader exited with {code}"))
