@@ -29,14 +29,14 @@ import threading
 import time
 
 from instructor.grading.kernel import _kill_tree, _tree_memory, describe_cell, imported_modules, limit_breach
-from instructor.grading.sandbox import UNSHARE
+from instructor.grading.sandbox import UNSHARE, own_folders
 from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 
 PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup"]
 SERVER = ("import sys; sys.path.insert(0, {root!r}); "
           "from instructor.grading.cleanroom import serve; serve(int(sys.argv[1]))")
 # Set per notebook by the fork server's child; everything else of the environment is the server's.
-PER_JOB = ("HOME", "TMPDIR", "IPYTHONDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME", "JUPYTER_RUNTIME_DIR")
+PER_JOB = tuple(own_folders(pathlib.Path("/")))  # each job sets its own
 VOLATILE = ("PYTEST_",)  # changes under a worker that stays the same (pytest names the running test)
 
 
@@ -240,11 +240,7 @@ class ForkServer:
         shutil.rmtree(room, ignore_errors=True)
         for name in ("home/.ipython", "home/.cache", "tmp", "work", "pycache"):
             (room / name).mkdir(parents=True, exist_ok=True)
-        home = room / "home"
-        job = {**job, "cwd": str(room / "work"), "pycache": str(room / "pycache"), "env": {
-            "HOME": str(home), "TMPDIR": str(room / "tmp"), "IPYTHONDIR": str(home / ".ipython"),
-            "MPLCONFIGDIR": str(home / ".matplotlib"), "XDG_CACHE_HOME": str(home / ".cache"),
-            "JUPYTER_RUNTIME_DIR": str(home / "runtime")}}
+        job = {**job, "cwd": str(room / "work"), "pycache": str(room / "pycache"), "env": own_folders(room)}
         read_fd, write_fd = os.pipe()
         try:
             self._send({**job, "key": key.hex()}, [write_fd])

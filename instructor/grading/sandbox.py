@@ -65,12 +65,16 @@ def pythonpath() -> str:
     return os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
 
 
+def own_folders(folder: pathlib.Path) -> dict:
+    """The variables that give one notebook a home, temporary files and caches of its own, inside `folder`."""
+    home = folder / "home"
+    return {"HOME": str(home), "TMPDIR": str(folder / "tmp"), "IPYTHONDIR": str(home / ".ipython"),
+            "MPLCONFIGDIR": str(home / ".matplotlib"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "XDG_CACHE_HOME": str(home / ".cache")}
+
+
 def environment(sandbox: pathlib.Path, job) -> dict:
-    home = sandbox / "home"
-    return {
-        "HOME": str(home), "TMPDIR": str(sandbox / "tmp"), "IPYTHONDIR": str(home / ".ipython"),
-        "MPLCONFIGDIR": str(home / ".matplotlib"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "XDG_CACHE_HOME": str(home / ".cache"), **shared_environment(job)}
+    return {**own_folders(sandbox), **shared_environment(job)}
 
 
 def shared_environment(job) -> dict:
