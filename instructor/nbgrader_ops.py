@@ -45,9 +45,9 @@ def submit(assignment, student, notebook_file, root=ROOT):
     shutil.copy(notebook_file, dest / f"{assignment}.ipynb")
 
 
-def autograde(assignment, student, root=ROOT, env=None):
-    """submitted/ -> autograded/, scores into the gradebook. Returns nbgrader's log."""
-    return _run(["autograde", assignment, "--student", student, "--create", "--force"], root, env).stderr
+def autograde(assignment, student, root=ROOT, env=None, options=()):
+    """submitted/ -> autograded/, scores into the gradebook (`student` may be a glob). Returns nbgrader's log."""
+    return _run(["autograde", assignment, "--student", student, "--create", "--force", *options], root, env).stderr
 
 
 def gradebook_path(root=ROOT) -> pathlib.Path:

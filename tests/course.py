@@ -1,5 +1,6 @@
 """A scratch copy of the course that tests can release and autograde into, through nbgrader."""
 import copy
+import hashlib
 import importlib
 import json
 import os
@@ -64,6 +65,7 @@ class ScratchCourse:
             shutil.copy(ROOT / name, root / name)
         shutil.copytree(ROOT / "source", root / "source")
         self._count = 0
+        self._graded = {}  # (assignment, sha256 of the notebook) -> (scores, graded notebook JSON)
 
     def release(self, assignment):
         nbgrader_ops.generate_release(assignment, self.root)
@@ -79,21 +81,42 @@ class ScratchCourse:
         """Grade `nb` as a new student's submission; return (cell scores, graded notebook).
 
         The way a class is graded (instructor/grading/worker.py: intake, then the clean room), or with
-        `stock=True` through plain `nbgrader autograde` in this scratch course, to compare the two."""
-        self._count += 1
-        student = f"s{self._count}"
-        if not stock:
+        `stock=True` through plain `nbgrader autograde` in this scratch course, to compare the two.
+        A notebook graded before (same bytes) is not graded again by the clean room: tests that need the
+        same grade (full marks, and agreement with stock) share one run."""
+        if stock:
+            return self.grade_stock(assignment, [nb])[0]
+        data = json.dumps(nb, sort_keys=True).encode()
+        key = (assignment, hashlib.sha256(data).hexdigest())
+        if key not in self._graded:
             from instructor.grading import worker
-            result = worker.grade_one(worker.Job(student, assignment, json.dumps(nb).encode(), b"", LIMITS))
+            result = worker.grade_one(worker.Job(self._new_student(), assignment, data, b"", LIMITS))
             assert result.status == "graded", (result.status, result.notes)
-            return {g: tuple(points) for g, points in result.scores.items()}, json.loads(result.notebook)
+            self._graded[key] = ({g: tuple(points) for g, points in result.scores.items()}, result.notebook)
+        scores, notebook = self._graded[key]
+        return dict(scores), json.loads(notebook)
+
+    def grade_stock(self, assignment: str, notebooks: list, tamper_checks: bool = True) -> list:
+        """Grade several notebooks with ONE `nbgrader autograde` (each still in its own fresh kernel, as
+        nbgrader does): [(cell scores, graded notebook), ...] in the same order. This course's nbgrader_config
+        runs GuardedExecute: nbgrader's Execute with resource limits and, unless `tamper_checks` is off, the
+        tamper checks; off, it is nbgrader's own Execute with limits."""
         self.notebook(assignment, "release")  # the gradebook must know the assignment
-        path = self.root / "upload.ipynb"
-        path.write_text(json.dumps(nb))
-        nbgrader_ops.submit(assignment, student, path, self.root)
-        nbgrader_ops.autograde(assignment, student, self.root)
-        graded = read_notebook(nbgrader_ops.autograded_notebook(assignment, student, self.root))
-        return nbgrader_ops.cell_scores(assignment, student, self.root), graded
+        batch = f"b{self._new_student()}x"
+        students = [f"{batch}{i}" for i in range(len(notebooks))]
+        for student, nb in zip(students, notebooks):
+            path = self.root / "upload.ipynb"
+            path.write_text(json.dumps(nb))
+            nbgrader_ops.submit(assignment, student, path, self.root)
+        options = [] if tamper_checks else ["--GuardedExecute.check_integrity=False"]
+        nbgrader_ops.autograde(assignment, f"{batch}*", self.root, options=options)  # --student takes a glob
+        return [(nbgrader_ops.cell_scores(assignment, student, self.root),
+                 read_notebook(nbgrader_ops.autograded_notebook(assignment, student, self.root)))
+                for student in students]
+
+    def _new_student(self) -> str:
+        self._count += 1
+        return f"s{self._count}"
 
 
 def cell_output_text(nb: dict, grade_id: str) -> str:

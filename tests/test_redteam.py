@@ -2,31 +2,27 @@
 
 Each exploit rides on a wrong answer it tries to hide; the graded submission must lose exactly that
 answer's points (every other test cell keeps its points) and say why. Honest notebooks that use
-IPython as students do keep full marks with no note and no flag. A few exploits are graded once more
-with the defences off, to show they are real: there, they pay.
+IPython as students do keep full marks with no note and no flag. Many exploits are graded once more
+by `nbgrader autograde` in a Jupyter kernel with the tamper checks off, to show they are real: there,
+they pay.
 """
 import functools
 import json
 
 import pytest
 
-from instructor.grading import kernel, sandbox, worker
+from instructor.grading import sandbox, worker
 from instructor.course.notebooks import notebook_path, read_notebook
-from tests.course import answers_module, cells_grading, with_cell
+from tests.course import ScratchCourse, answers_module, cells_grading, with_cell
 from tests.fake_class import _add_cell
 from tests.redteam import EXPLOITS, HONEST
 
 pytestmark = pytest.mark.slow
 
-# Those that fool nbgrader in a Jupyter kernel when the tamper checks and the clean room are off. (The
-# others fail there too: nbgrader also reads the kernel's execute_reply, so hiding the error output alone
-# is not enough; they are kept because each is a way in that a less careful grader would miss.)
+# Those that fool nbgrader in a Jupyter kernel when the tamper checks are off. (The others fail there too: nbgrader also reads the
+# kernel's execute_reply, so hiding the error output alone is not enough; they are kept because each is a
+# way in that a less careful grader would miss.)
 PAY_WITHOUT_DEFENCES = [e.name for e in EXPLOITS if e.pays_in_a_plain_kernel]
-
-
-@functools.cache
-def _template(assignment):
-    return kernel.make_template(assignment)
 
 
 @functools.cache
@@ -41,12 +37,10 @@ def _submission(exploit) -> dict:
     return _add_cell(with_cell(solution, exploit.answer, wrong), exploit.code, after=exploit.after)
 
 
-def _grade(assignment, nb, integrity=True):
-    """Graded as a class is (the clean room), or with every defence off: stock nbgrader in a kernel."""
-    limits = sandbox.Limits(cell_timeout=60, notebook_timeout=600, memory_mb=4000, integrity=integrity,
-                            engine="cleanroom" if integrity else "kernel")
-    template = b"" if integrity else _template(assignment)
-    return worker.grade_one(worker.Job("mallory", assignment, json.dumps(nb).encode(), template, limits))
+def _grade(assignment, nb):
+    """Graded as a class is: intake, then the clean room."""
+    limits = sandbox.Limits(cell_timeout=60, notebook_timeout=600, memory_mb=4000)
+    return worker.grade_one(worker.Job("mallory", assignment, json.dumps(nb).encode(), b"", limits))
 
 
 def test_the_suite_covers_the_issue_families():
@@ -78,13 +72,31 @@ def test_no_exploit_pays(exploit):
             assert any(o["output_type"] == "error" for o in cell["outputs"]), cell["outputs"]
 
 
+@pytest.fixture(scope="session")
+def stock_scores(tmp_path_factory) -> dict:
+    """nbgrader's grade (tamper checks off) of every exploit in PAY_WITHOUT_DEFENCES, each notebook in its own
+    kernel as nbgrader runs them: one `nbgrader autograde` for all that leave the course alone; one course each for
+    those that write into the gradebook (they would change every grade recorded after them)."""
+    exploits = [e for e in EXPLOITS if e.name in PAY_WITHOUT_DEFENCES]
+    batches = [[e] for e in exploits if e.family == "the gradebook"]
+    for assignment in sorted({e.assignment for e in exploits}):
+        batches.append([e for e in exploits if e.assignment == assignment and e.family != "the gradebook"])
+    scores = {}
+    for batch in filter(None, batches):
+        course = ScratchCourse(tmp_path_factory.mktemp("stock"))
+        graded = course.grade_stock(batch[0].assignment, [_submission(e) for e in batch], tamper_checks=False)
+        scores.update({e.name: cells for e, (cells, _) in zip(batch, graded)})
+    return scores
+
+
+@pytest.mark.xdist_group("redteam-stock")
 @pytest.mark.parametrize("name", PAY_WITHOUT_DEFENCES)
-def test_the_exploits_are_real(name):
-    """With the tamper checks and the clean room off, these hide their wrong answer completely."""
+def test_the_exploits_are_real(stock_scores, name):
+    """With the tamper checks off, these hide their wrong answer from nbgrader completely: full marks."""
     exploit = next(e for e in EXPLOITS if e.name == name)
-    result = _grade(exploit.assignment, _submission(exploit), integrity=False)
-    assert result.status == "graded"
-    assert result.score == sum(_points(exploit.assignment).values()), (result.scores, result.notes)
+    scores = stock_scores[name]
+    assert scores.keys() == _points(exploit.assignment).keys()
+    assert all(score == max_score for score, max_score in scores.values()), scores
 
 
 def test_honest_ipython_is_never_flagged():
