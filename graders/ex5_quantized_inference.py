@@ -342,3 +342,236 @@ def check_measure_load_memory_fresh(ns):
             fail(f"seed {seed}: for {label} measure_load_memory gave {got / 1e6:,.1f} MB; "
                  f"the grader's own measurement of the same load is {fresh.kept / 1e6:,.1f} MB (10% tolerance).")
     passed(f"measure_load_memory agrees with fresh measurements, for float32 and two configs it never saw (seed {seed}).")
+
+
+# ------------------------------------------------------------------------------------------- QLoRA
+QLORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_proj")  # where ["c_attn", "c_proj"] puts LoRA in GPT-2
+LEARNING_RATE = 5e-4  # Exercise 4's
+PEAK_TOLERANCE = 0.10  # a student's peak may differ from the grader's own by this fraction
+PEAK_BALLAST = 256 * 2**20  # memory in use before the student's measurement (a real notebook holds models)
+
+
+def reference_qlora_model(source=None, r=8, target_modules=("c_attn", "c_proj")):
+    """QLoRA's recipe: NF4 with double quantization, prepare_model_for_kbit_training, LoRA (Exercise 4's config)."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    base = reference_load(reference_config("nf4", bnb_4bit_use_double_quant=True), source=source)
+    base = prepare_model_for_kbit_training(base)
+    lora = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), lora_dropout=0.05, bias="none",
+                      task_type=TaskType.CAUSAL_LM)
+    with _quiet():
+        return get_peft_model(base, lora)
+
+
+def reference_optimizer(model, lr=LEARNING_RATE):
+    """bitsandbytes' paged 8-bit AdamW on the trainable parameters (torch's AdamW where bitsandbytes lacks it)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    paged = getattr(_bnb().optim, "PagedAdamW8bit", None)
+    with _quiet():
+        return paged(params, lr=lr) if paged is not None else torch.optim.AdamW(params, lr=lr)
+
+
+def reference_train_step(model, batch, optimizer):
+    model.train()
+    optimizer.zero_grad()
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def reference_count(model) -> tuple:
+    """(trainable, total) numbers in `model`'s parameters, a packed 4-bit weight counted as in x out numbers."""
+    bnb = _bnb()
+    numbers = {id(m.weight): m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
+    trainable = total = 0
+    for p in model.parameters():
+        n = numbers.get(id(p), p.numel())
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def _short(name: str) -> str:
+    """base_model.model.transformer.h.3.attn.c_attn.base_layer -> attn.c_attn"""
+    parts = [p for p in name.split(".") if p != "base_layer"]
+    return ".".join(parts[-2:])
+
+
+def _check_qlora(model, label: str, n_layer: int) -> None:
+    """Fail with a message that teaches unless `model` is QLoRA as the lesson builds it."""
+    from peft import PeftModel
+    bnb = _bnb()
+    if not isinstance(model, PeftModel):
+        fail(f"{label} should return what get_peft_model returns (a PeftModel), got {type(model).__name__}.")
+    if model.peft_config["default"].task_type != "CAUSAL_LM":
+        fail(f"{label}: the LoRA config's task_type is {model.peft_config['default'].task_type!r}; "
+             "use TaskType.CAUSAL_LM, so the wrapped model still predicts the next token.")
+    four_bit = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    eight_bit = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    if eight_bit or len(four_bit) != 4 * n_layer or {_short(n) for n in four_bit} != set(BLOCK_LINEARS):
+        fail(f"{label}: the base model's {4 * n_layer} block linears should be bitsandbytes Linear4bit layers; found "
+             f"{len(four_bit)} Linear4bit and {len(eight_bit)} Linear8bitLt. Load the base with a BitsAndBytesConfig "
+             "with load_in_4bit=True.")
+    types = {m.weight.quant_type for m in four_bit.values()}
+    if types != {"nf4"}:
+        fail(f"{label}: the 4-bit base uses the type {sorted(types)}; QLoRA's is NF4 (bnb_4bit_quant_type=\"nf4\"), "
+             "whose 16 levels sit at the quantiles of a normal distribution, where trained weights lie.")
+    if not all(getattr(m.weight.quant_state, "nested", False) for m in four_bit.values()):
+        fail(f"{label}: double quantization is off. QLoRA also quantizes the per-block scales "
+             "(bnb_4bit_use_double_quant=True): 0.127 bit of scales per weight instead of 0.5.")
+    want_dtype = pick_compute_dtype()
+    dtypes = {m.compute_dtype for m in four_bit.values()}
+    if dtypes != {want_dtype}:
+        fail(f"{label}: the 4-bit layers compute in {sorted(map(str, dtypes))}; on this machine that should be "
+             f"{want_dtype} (bnb_4bit_compute_dtype=pick_compute_dtype()).")
+    with_lora = {n: m for n, m in model.named_modules() if hasattr(m, "lora_A") and "default" in getattr(m, "r", {})}
+    placed = sorted({_short(n) for n in with_lora})
+    if len(with_lora) != 3 * n_layer or placed != sorted(QLORA_TARGETS):
+        fail(f"{label}: LoRA sits on {len(with_lora)} layers of kinds {placed}; Exercise 4's config "
+             f"(target_modules=[\"c_attn\", \"c_proj\"]) puts it on {3 * n_layer}: {list(QLORA_TARGETS)} in each block.")
+    for name, m in with_lora.items():
+        dropout = m.lora_dropout["default"]
+        p_drop = getattr(dropout, "p", 0.0)
+        if m.r["default"] != 8 or abs(m.scaling["default"] - 2.0) > 1e-9 or abs(p_drop - 0.05) > 1e-9:
+            fail(f"{label}: {_short(name)} has r={m.r['default']}, scale alpha/r={m.scaling['default']}, dropout "
+                 f"{p_drop}; Exercise 4's config is r=8, lora_alpha=16 (scale 2), lora_dropout=0.05.")
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            if not p.requires_grad or not p.dtype.is_floating_point:
+                fail(f"{label}: the adapter weight {name} should train in a float dtype "
+                     f"(requires_grad={p.requires_grad}, dtype {p.dtype}).")
+        elif p.requires_grad:
+            fail(f"{label}: {name} trains, but everything outside LoRA's A and B stays frozen (bias=\"none\").")
+    base = model.get_base_model()
+    with warnings.catch_warnings():  # transformers 5.23 renames it is_activation_checkpointing (the floor, 5.2, does not)
+        warnings.simplefilter("ignore")
+        checkpointing = getattr(base, "is_gradient_checkpointing", False)
+    if not checkpointing:
+        fail(f"{label}: gradient checkpointing is off, so this model was not prepared for 4-bit training. Call "
+             "prepare_model_for_kbit_training(model) on the 4-bit model before get_peft_model: it freezes the "
+             "base, keeps the unquantized layers in float32 and switches on gradient checkpointing.")
+    embed = model.get_input_embeddings()
+    with torch.enable_grad():
+        out = embed(torch.zeros(1, 1, dtype=torch.long, device=embed.weight.device))
+    if not out.requires_grad:
+        fail(f"{label}: the input embeddings' output does not require grad, so with gradient checkpointing no "
+             "gradient reaches the adapters of the checkpointed blocks: prepare_model_for_kbit_training(model) "
+             "enables it (model.enable_input_require_grads()).")
+    loose = sorted({str(p.dtype) for p in model.parameters()
+                    if p.dtype.is_floating_point and p.dtype != torch.float32})
+    if loose:
+        fail(f"{label}: some unquantized parameters are in {loose}; prepare_model_for_kbit_training keeps layer "
+             "norms, embeddings and biases in float32 for stable training.")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = {p.device.type for p in model.parameters()}
+    if where != {device}:
+        fail(f"{label}: weights on {sorted(where)}; on this machine they belong on {device}"
+             + (" (device_map={'': 0} while loading)." if device == "cuda" else "."))
+
+
+def check_make_qlora_model(ns):
+    fn = lookup(ns, "make_qlora_model")
+    seed = fresh_seed()
+    path, config = small_checkpoint(seed)
+    label = f"seed {seed}: make_qlora_model(<a small GPT-2 checkpoint: {_describe(config)}>)"
+    with _quiet():
+        small = call(fn, path, what=label)
+    if getattr(getattr(small, "config", None), "n_layer", config.n_layer) != config.n_layer:
+        fail(f"{label} returned a model with {small.config.n_layer} blocks, not {config.n_layer}: load the "
+             "checkpoint you are given (from_pretrained(checkpoint, ...)), not always GPT-2.")
+    _check_qlora(small, label, config.n_layer)
+    del small
+    free_cuda_memory()
+    full = ns.get("qlora_model")
+    if not isinstance(full, torch.nn.Module):  # the notebook's own cell did not build it: build it here
+        with _quiet():
+            full = call(fn, what="make_qlora_model()")
+    _check_qlora(full, "qlora_model = make_qlora_model()", 12)
+    trainable, total = reference_count(full)
+    passed(f"make_qlora_model: GPT-2's 48 block linears in NF4 with double quantization, computing in "
+           f"{pick_compute_dtype()}, prepared for k-bit training, LoRA r=8 on {list(QLORA_TARGETS)} "
+           f"({trainable:,} of {total:,} parameters train); also on a random small GPT-2 (seed {seed}).")
+
+
+@functools.cache
+def _reference_qlora_gpt2():
+    return reference_qlora_model()
+
+
+def _compare_counts(fn, model, label):
+    want = reference_count(model)
+    got = call(fn, model, what=f"count_parameters({label})")
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        fail(f"count_parameters({label}) should return two numbers (trainable, total), got {got!r}.")
+    got = tuple(int(round(float(x.item() if isinstance(x, torch.Tensor) else x))) if x is not None else None
+                for x in got)
+    numel_total = sum(p.numel() for p in model.parameters())
+    if got[0] != want[0]:
+        hint = (" That is every parameter: count only those with requires_grad." if got[0] in (want[1], numel_total)
+                else " Count the numbers in parameters whose requires_grad is True.")
+        fail(f"count_parameters({label}) gave {got[0]:,} trainable, expected {want[0]:,}.{hint}")
+    if got[1] != want[1]:
+        hint = (" That adds up numel(), but a packed 4-bit weight's numel() counts bytes holding two numbers each: "
+                "count each 4-bit layer's weight as in_features x out_features." if got[1] == numel_total else "")
+        fail(f"count_parameters({label}) gave {got[1]:,} in total, expected {want[1]:,}.{hint}")
+    return want
+
+
+def check_count_parameters(ns):
+    fn = lookup(ns, "count_parameters")
+    seed = fresh_seed()
+    rng = random.Random(seed)
+    path, config = small_checkpoint(seed)
+    r = rng.choice([2, 4, 16])
+    targets = rng.choice([["c_attn"], ["c_fc", "mlp.c_proj"], ["attn.c_proj"], ["c_attn", "c_fc"]])
+    small = reference_qlora_model(path, r=r, target_modules=targets)
+    _compare_counts(fn, small, f"<small QLoRA GPT-2, r={r} on {targets}, seed {seed}>")
+    del small
+    full = ns.get("qlora_model")
+    if not isinstance(full, torch.nn.Module):
+        full = _reference_qlora_gpt2()
+    trainable, total = _compare_counts(fn, full, "qlora_model")
+    passed(f"count_parameters: {trainable:,} of {total:,} on qlora_model (4-bit weights counted as numbers), "
+           f"and on a small QLoRA model it never saw (seed {seed}).")
+
+
+def reference_step_peak(batch) -> int:
+    """Peak GPU memory of a steady-state QLoRA step on `batch`: model, optimizer state, activations, gradients."""
+    with measure_cuda_memory() as measured:
+        model = reference_qlora_model()
+        optimizer = reference_optimizer(model)
+        reference_train_step(model, batch, optimizer)  # creates the optimizer state
+        torch.cuda.reset_peak_memory_stats()
+        reference_train_step(model, batch, optimizer)
+        del model, optimizer
+    free_cuda_memory()
+    return measured.peak
+
+
+def check_qlora_step_peak(ns):
+    require_cuda(f"Grading qlora_step_peak ({GPU_MESSAGE}): it")
+    fn = lookup(ns, "qlora_step_peak")
+    seed = fresh_seed()
+    rng = random.Random(seed)
+    shapes = [(4, 128), (rng.choice([2, 4, 8]), rng.choice([64, 96, 128]))]
+    for rows, length in shapes:
+        generator = torch.Generator().manual_seed(seed + rows + length)
+        batch = torch.randint(0, 4000, (rows, length), generator=generator).to("cuda")
+        with _quiet():
+            want = reference_step_peak(batch)
+        dependencies = dict(make_qlora_model=reference_qlora_model, make_optimizer=reference_optimizer,
+                            train_step=reference_train_step)
+        with using_reference(ns, **dependencies), _ballast(PEAK_BALLAST), _quiet():
+            got = call(fn, batch, what=f"qlora_step_peak(<batch of {rows} x {length}>)")
+        free_cuda_memory()
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            fail(f"qlora_step_peak should return bytes (a number), got {type(got).__name__}.")
+        if abs(got - want) > PEAK_TOLERANCE * want:
+            fail(f"seed {seed}: on a batch of {rows} x {length} tokens qlora_step_peak gave {got / 1e6:,.1f} MB; the "
+                 f"grader's own measurement of the same step is {want / 1e6:,.1f} MB ({PEAK_TOLERANCE:.0%} tolerance). "
+                 "Measure from before loading (measure_cuda_memory), run one step to create the optimizer state, "
+                 "reset the peak counter, and return the peak (measured.peak) of the second step.")
+    passed(f"qlora_step_peak agrees with the grader's own measurements within {PEAK_TOLERANCE:.0%}, on "
+           f"{shapes[0][0]} x {shapes[0][1]} and {shapes[1][0]} x {shapes[1][1]} token batches (seed {seed}).")

@@ -5,6 +5,8 @@
 #   scripts/gpu_run.sh class   # Exercise 5 submissions (good and broken) through GPU workers sharing the GPU,
 #                              # without and with the clean-room verdict
 #   scripts/gpu_run.sh cpu     # class-grading throughput of Exercise 1 on this machine's cores (docs/grading.md)
+#   scripts/gpu_run.sh notebooks  # each solution notebook run top to bottom on the GPU, timed (and kept, outputs
+#                                 # included: Exercise 5's QLoRA comparison, perplexities and 7B figures)
 # Results go to $OUT (the device tool's output folder) or ./gpu-results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,5 +32,24 @@ case "${1:-grade}" in
   cpu)
     python3 benchmarks/grading_throughput.py --assignment ex1_memory --count "${COUNT:-16}" --workers "${WORKERS:-4,16}" \
       --json "$OUT/throughput_ex1.json" 2>&1 | grep --line-buffered -v "grading:" | tee "$OUT/cpu.txt" ;;
-  *) echo "usage: $0 grade|prove|class|cpu" >&2; exit 2 ;;
+  notebooks)
+    mkdir -p "$OUT/notebooks"
+    for nb in solution/*/*.ipynb; do
+      name=$(basename "$nb" .ipynb)
+      start=$SECONDS
+      COURSE_ROOT="$PWD" MPLBACKEND=Agg timeout 420 python3 -m jupyter nbconvert --to notebook --execute \
+        --ExecutePreprocessor.timeout=400 --output-dir "$OUT/notebooks" "$nb" > "$OUT/notebooks/$name.log" 2>&1
+      rc=$?
+      printf "%-28s %4d s  rc=%s\n" "$name" "$((SECONDS - start))" "$rc" | tee -a "$OUT/notebook_times.txt"
+    done
+    python3 - "$OUT/notebooks/ex5_quantized_inference.ipynb" <<'PY' | tee "$OUT/ex5_outputs.txt"
+import json, sys
+for cell in json.load(open(sys.argv[1]))["cells"]:
+    if cell.get("id") in ("code_q4", "code_ppl", "code_q5", "code_q6", "code_q8"):
+        print(f"--- {cell['id']}")
+        for out in cell.get("outputs", []):
+            print("".join(out.get("text", "")), end="")
+PY
+    ;;
+  *) echo "usage: $0 grade|prove|class|cpu|notebooks" >&2; exit 2 ;;
 esac

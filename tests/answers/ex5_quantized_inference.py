@@ -6,8 +6,9 @@ Machine-dependent cases:
   wrong on a CPU and on a T4 but equals the right answer on Ampere and newer GPUs (an H100 included), and
   "float16 typed in" is wrong everywhere but on a T4-class GPU. On any one machine at least two of the three
   wrong versions fail; WRONG lists only the ones that are wrong on the machine running the tests.
-- measure_load_memory is graded only on a CUDA GPU (test_cuda_ cells): its wrong and alternative versions
-  are meant for the GPU run; on a CPU every version, the reference included, stops at require_cuda.
+- measure_load_memory and qlora_step_peak are graded only on a CUDA GPU (test_cuda_ cells): their wrong and
+  alternative versions are meant for the GPU run; on a CPU every version, the reference included, stops at
+  require_cuda.
 """
 import torch
 
@@ -109,6 +110,98 @@ def measure_load_memory(config=None):
     return measured.kept
 '''),
     ],
+    "make_qlora_model": [
+        ("prepare_model_for_kbit_training forgotten", """
+def make_qlora_model(checkpoint=GPT2):
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=pick_compute_dtype())
+    placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
+    base = AutoModelForCausalLM.from_pretrained(checkpoint, quantization_config=quantization, **placement)
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05,
+                                           bias="none", task_type=TaskType.CAUSAL_LM))
+"""),
+        ("no quant type, so the default fp4", """
+def make_qlora_model(checkpoint=GPT2):
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=pick_compute_dtype())
+    placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
+    base = prepare_model_for_kbit_training(
+        AutoModelForCausalLM.from_pretrained(checkpoint, quantization_config=quantization, **placement))
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05,
+                                           bias="none", task_type=TaskType.CAUSAL_LM))
+"""),
+        ("double quantization left off", """
+def make_qlora_model(checkpoint=GPT2):
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                      bnb_4bit_compute_dtype=pick_compute_dtype())
+    placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
+    base = prepare_model_for_kbit_training(
+        AutoModelForCausalLM.from_pretrained(checkpoint, quantization_config=quantization, **placement))
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05,
+                                           bias="none", task_type=TaskType.CAUSAL_LM))
+"""),
+        ("LoRA on c_attn only (Exercise 3's target), not Exercise 4's config", """
+def make_qlora_model(checkpoint=GPT2):
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=pick_compute_dtype())
+    placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
+    base = prepare_model_for_kbit_training(
+        AutoModelForCausalLM.from_pretrained(checkpoint, quantization_config=quantization, **placement))
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], lora_dropout=0.05,
+                                           bias="none", task_type=TaskType.CAUSAL_LM))
+"""),
+    ],
+    "count_parameters": [
+        ("every parameter counted as trainable", """
+def count_parameters(model):
+    numbers = {id(m.weight): m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
+    total = sum(numbers.get(id(p), p.numel()) for p in model.parameters())
+    return total, total
+"""),
+        ("numel() of the packed 4-bit weights taken as their number of weights", """
+def count_parameters(model):
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+"""),
+    ],
+    "qlora_step_peak": [  # graded on a GPU only
+        ("what the steps keep allocated (measured.kept), not their peak", """
+def qlora_step_peak(batch):
+    with measure_cuda_memory() as measured:
+        net = make_qlora_model()
+        optimizer = make_optimizer(net)
+        train_step(net, batch, optimizer)
+        torch.cuda.reset_peak_memory_stats()
+        train_step(net, batch, optimizer)
+    del net, optimizer
+    return measured.kept
+"""),
+        ("LoRA on a float32 base instead of the 4-bit one", """
+def qlora_step_peak(batch):
+    with measure_cuda_memory() as measured:
+        net = get_peft_model(AutoModelForCausalLM.from_pretrained(GPT2).to("cuda"),
+                             LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05,
+                                        bias="none", task_type=TaskType.CAUSAL_LM))
+        optimizer = make_optimizer(net)
+        train_step(net, batch, optimizer)
+        torch.cuda.reset_peak_memory_stats()
+        train_step(net, batch, optimizer)
+        del net, optimizer
+    return measured.peak
+"""),
+        ("absolute max_memory_allocated(): memory in use before the load counted too", """
+def qlora_step_peak(batch):
+    net = make_qlora_model()
+    optimizer = make_optimizer(net)
+    train_step(net, batch, optimizer)
+    torch.cuda.reset_peak_memory_stats()
+    train_step(net, batch, optimizer)
+    peak = torch.cuda.max_memory_allocated()
+    del net, optimizer
+    return peak
+"""),
+    ],
 }
 
 ALTERNATIVE = {
@@ -158,4 +251,38 @@ def measure_load_memory(config=None):
     del net
     return used
 ''',
+    "make_qlora_model": """
+def make_qlora_model(checkpoint=GPT2):
+    settings = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=pick_compute_dtype(),
+                    bnb_4bit_use_double_quant=True)
+    where = {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, quantization_config=BitsAndBytesConfig(**settings),
+                                                 device_map=where)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    config = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05,
+                        target_modules=["attn.c_attn", "attn.c_proj", "mlp.c_proj"])
+    return get_peft_model(model, config)
+""",
+    "count_parameters": """
+def count_parameters(model):
+    trainable, total = model.get_nb_trainable_parameters()  # PEFT unpacks 4-bit weights itself
+    return trainable, total
+""",
+    "qlora_step_peak": """
+def qlora_step_peak(batch):
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    net = make_qlora_model()
+    optimizer = make_optimizer(net)
+    train_step(net, batch, optimizer)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    train_step(net, batch, optimizer)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del net, optimizer
+    return peak
+""",
 }
