@@ -144,3 +144,124 @@ def check_to_gb(ns):
             fail(f"to_gb({num_bytes:_}): expected {expected!r} (bytes / 1e9, not rounded), got {got!r}. "
                  f"(seed {seed})")
     passed(f"to_gb: {len(sizes)} sizes, decimal GB (seed {seed}).")
+
+
+# ---------------------------------------------------------------- Part 7: LoRA and QLoRA
+def nf4_bits_per_param(double_quant=True, block_size=64, scale_block_size=256):
+    if double_quant:
+        return 4 + 8 / block_size + 32 / (block_size * scale_block_size)
+    return 4 + 32 / block_size
+
+
+FINETUNING_METHODS = ("full", "lora", "qlora")
+UNKNOWN_METHODS = ["qlora8", "adapter", "Full-finetune", "dora"]
+
+
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    if method == "full":
+        base, adapter = memory_for_training(num_params)["total"], 0
+    elif method == "lora":
+        base, adapter = memory_for_inference(num_params, "bfloat16"), memory_for_training(adapter_params)["total"]
+    elif method == "qlora":
+        base = num_params * nf4_bits_per_param(double_quant) / 8
+        adapter = memory_for_training(adapter_params)["total"]
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+
+
+def check_nf4_bits_per_param(ns):
+    fn = lookup(ns, "nf4_bits_per_param")
+    lesson = [((), {}, 4 + 8 / 64 + 32 / (64 * 256), "nf4_bits_per_param()"),
+              ((True,), {}, 4 + 8 / 64 + 32 / (64 * 256), "nf4_bits_per_param(True)"),
+              ((False,), {}, 4.5, "nf4_bits_per_param(False)"),
+              ((), {"double_quant": False}, 4.5, "nf4_bits_per_param(double_quant=False)")]
+    for args, kwargs, expected, what in lesson:
+        got = as_number(call(fn, *args, what=what, **kwargs), what)
+        if math.isclose(got, expected / 8, rel_tol=1e-9):
+            fail(f"{what} returned {got!r}: that is bytes; the answer is in bits ({expected!r}).")
+        if math.isclose(got, 4.125, rel_tol=1e-9) and expected != 4.5:
+            fail(f"{what} returned 4.125 = 4 + 8/64: the 8-bit block scales need float32 constants of their own, "
+                 f"one per 256 blocks, 32/(64*256) bit more per weight: expected {expected!r}.")
+        if not math.isclose(got, expected, rel_tol=1e-9):
+            fail(f"{what}: expected {expected!r} bits per weight, got {got!r}.")
+    seed = fresh_seed()
+    with seeded(seed):
+        cases = [(random.choice([32, 64, 128, 256, 1024]), random.choice([64, 128, 256, 512])) for _ in range(4)]
+    for block_size, scale_block_size in cases:
+        for dq in (True, False):
+            what = f"nf4_bits_per_param(double_quant={dq}, block_size={block_size}, scale_block_size={scale_block_size})"
+            got = as_number(call(fn, double_quant=dq, block_size=block_size, scale_block_size=scale_block_size,
+                                 what=what), what)
+            expected = nf4_bits_per_param(dq, block_size, scale_block_size)
+            if not math.isclose(got, expected, rel_tol=1e-9):
+                fail(f"{what}: expected {expected!r} (4 bits + the scales' bits spread over the weights they serve), "
+                     f"got {got!r}. (seed {seed})")
+    passed(f"nf4_bits_per_param: 4.5 bits, 4.126953125 with double quantization, and {len(cases)} other block "
+           f"sizes (seed {seed}).")
+
+
+def _finetuning_cases(seed):
+    lesson = [(7_000_000_000, 16_777_216), (8_030_261_248, 27_262_976), (124_439_808, 294_912)]
+    with seeded(seed):
+        fresh = [(random.randint(10**8, 2 * 10**11), random.randint(10**5, 10**8)) for _ in range(4)]
+        fresh.append((random.randint(10**6, 10**8) | 1, random.randint(1, 10**4) | 1))
+    return lesson + fresh
+
+
+def check_memory_for_finetuning(ns):
+    fn = lookup(ns, "memory_for_finetuning")
+    seed = fresh_seed()
+    with using_reference(ns, bytes_per_param=bytes_per_param, memory_for_inference=memory_for_inference,
+                         memory_for_training=memory_for_training, to_gb=to_gb, nf4_bits_per_param=nf4_bits_per_param):
+        for n, a in _finetuning_cases(seed):
+            calls = [("full", {}, f"memory_for_finetuning({n:_}, 'full')"),
+                     ("lora", {"adapter_params": a}, f"memory_for_finetuning({n:_}, 'lora', adapter_params={a:_})"),
+                     ("qlora", {"adapter_params": a}, f"memory_for_finetuning({n:_}, 'qlora', adapter_params={a:_})"),
+                     ("qlora", {"adapter_params": a, "double_quant": False},
+                      f"memory_for_finetuning({n:_}, 'qlora', adapter_params={a:_}, double_quant=False)")]
+            for method, kwargs, what in calls:
+                parts = call(fn, n, method, what=what, **kwargs)
+                if not isinstance(parts, Mapping):
+                    fail(f"{what} should return a dict, but it returned a {type(parts).__name__}.")
+                missing = [key for key in ("base", "adapter", "total") if key not in parts]
+                if missing:
+                    fail(f"{what} returned a dict without the key(s) {missing}; it needs 'base', 'adapter' and "
+                         f"'total' (it has {list(parts)}).")
+                want = memory_for_finetuning(n, method, **kwargs)
+                got = {key: as_number(parts[key], f"{what}[{key!r}]") for key in ("base", "adapter", "total")}
+                explain = {
+                    "full": {"base": "12 bytes per parameter: memory_for_training's total",
+                             "adapter": "full finetuning has no adapter: 0"},
+                    "lora": {"base": "the frozen base in bfloat16, 2 bytes per parameter: no gradients, no Adam "
+                                     "states",
+                             "adapter": "the adapter trains like a full model, 12 bytes per adapter parameter"},
+                    "qlora": {"base": f"the frozen base in NF4, nf4_bits_per_param({kwargs.get('double_quant', True)})"
+                                      f" / 8 bytes per parameter",
+                              "adapter": "the adapter trains like a full model, 12 bytes per adapter parameter"},
+                }[method]
+                for key in ("base", "adapter"):
+                    if abs(got[key] - want[key]) > 1 + 1e-9 * want[key]:
+                        per = got[key] / (n if key == "base" else max(a, 1))
+                        fail(f"{what}[{key!r}]: expected {want[key]:,.1f} bytes ({explain[key]}), got "
+                             f"{got[key]:,.1f} ({per:.6g} bytes per {'parameter' if key == 'base' else 'adapter parameter'})."
+                             f" (seed {seed})")
+                if abs(got["total"] - want["total"]) > 2 + 1e-9 * want["total"]:
+                    fail(f"{what}['total']: expected base + adapter = {want['total']:,.1f} bytes, got "
+                         f"{got['total']:,.1f}. (seed {seed})")
+        with seeded(seed):
+            unknown = random.choice(UNKNOWN_METHODS)
+        try:
+            result = fn(7_000_000_000, unknown, adapter_params=1000)
+        except (ValueError, KeyError):
+            pass
+        except NotImplementedError:
+            fail("memory_for_finetuning is not implemented yet: replace `raise NotImplementedError()` with your code.")
+        except Exception as error:  # noqa: BLE001
+            fail(f"memory_for_finetuning(7_000_000_000, {unknown!r}) raised {type(error).__name__}: {error}; an "
+                 "unknown method should raise ValueError (or KeyError) naming it.")
+        else:
+            fail(f"memory_for_finetuning(7_000_000_000, {unknown!r}) returned {result!r} for a method it does not "
+                 "know; it should raise ValueError (or KeyError).")
+    passed(f"memory_for_finetuning: full, LoRA and QLoRA (with and without double quantization) on "
+           f"{len(_finetuning_cases(seed))} (model, adapter) sizes, and an unknown method raises (seed {seed}).")

@@ -303,3 +303,133 @@ def check_query_block(ns):
         fail(f"{what}: the values are not block 0's query weights (the first n_embd output columns of "
              f"transformer.h[0].attn.c_attn.weight). (seed {seed})")
     passed(f"query_block: three small random GPT-2 configurations (seed {seed}).")
+
+
+# ---------------------------------------------------------------- absmax per block
+BLOCK_LESSON = [-0.8, 0.3, 1.2, -0.5, 0.1, -0.06, 0.02, 0.04]
+BLOCK_LESSON_Q = [-85, 32, 127, -53, 127, -76, 25, 51]
+
+
+def absmax_quantize_blocks(w, block_size=64):
+    flat = w.reshape(-1)
+    blocks = flat.split(block_size)
+    scales = torch.stack([b.abs().max() for b in blocks]).float() / 127
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+    per_value = scales.repeat_interleave(torch.tensor([len(b) for b in blocks]))
+    q = torch.round(flat / per_value).clamp(-127, 127).to(torch.int8)
+    return q.reshape(w.shape), scales
+
+
+def absmax_dequantize_blocks(q, scales, block_size=64):
+    flat = q.reshape(-1).float()
+    index = torch.arange(flat.numel()) // block_size
+    return (flat * scales.reshape(-1).float()[index]).reshape(q.shape)
+
+
+def _block_cases(seed):
+    """(tensor, block_size or None for the default) pairs: odd sizes, short last blocks, zero blocks, outliers."""
+    cases = []
+    with seeded(seed):
+        for i in range(8):
+            shape = tuple(random.randint(1, 30) for _ in range(random.randint(1, 3)))
+            size = 10 ** random.uniform(-3, 1)
+            w = torch.randn(shape) * size
+            block_size = random.choice([1, 3, 7, 16, 33, 64, 100])
+            flat = w.view(-1)
+            if i % 3 == 1 and flat.numel() > block_size:  # one block of zeros
+                start = block_size * random.randrange(flat.numel() // block_size)
+                flat[start:start + block_size] = 0
+            if i % 3 == 2:  # an outlier
+                flat[random.randrange(flat.numel())] = random.choice([-1, 1]) * random.uniform(10, 50) * size
+            cases.append((w, block_size))
+        cases.append((torch.randn(random.randint(65, 300)) * 0.02, None))  # the default block size, 64
+    return cases
+
+
+def _as_scales(scales, n_blocks, what):
+    if isinstance(scales, (list, tuple)):
+        scales = torch.tensor([as_number(s, f"{what}: a scale") for s in scales], dtype=torch.float64)
+    if not isinstance(scales, torch.Tensor):
+        fail(f"{what}: the scales should be a tensor (one per block), got {type(scales).__name__}.")
+    if scales.numel() != n_blocks:
+        fail(f"{what}: expected {n_blocks} scales, one per block of consecutive values (the last block may be "
+             f"shorter), got {scales.numel()} (shape {tuple(scales.shape)}).")
+    return scales.detach().reshape(-1).double()
+
+
+def check_absmax_quantize_blocks(ns):
+    fn = lookup(ns, "absmax_quantize_blocks")
+    seed = fresh_seed()
+
+    def run(w, block_size):
+        bs = 64 if block_size is None else block_size
+        what = f"absmax_quantize_blocks({_describe(w)}" + (")" if block_size is None else f", block_size={bs})")
+        original = w.clone()
+        args = () if block_size is None else (block_size,)
+        q, scales = _unpack(call(fn, w, *args, what=what), 2, what)
+        _untouched(w, original, what)
+        _codes(q, w, what, -127, 127)
+        n_blocks = -(-w.numel() // bs)
+        scales = _as_scales(scales, n_blocks, what)
+        if not (torch.isfinite(scales).all() and (scales > 0).all()):
+            fail(f"{what}: every scale should be finite and positive (an all-zero block gets 1.0), got "
+                 f"{scales[~(torch.isfinite(scales) & (scales > 0))][:3].tolist()}.")
+        return q, scales, what, bs
+
+    w = torch.tensor(BLOCK_LESSON)
+    q, scales, what, _ = run(w, 4)
+    if q.tolist() != BLOCK_LESSON_Q or not torch.allclose(scales, torch.tensor([1.2 / 127, 0.1 / 127],
+                                                                               dtype=torch.float64), rtol=1e-5):
+        fail(f"absmax_quantize_blocks({BLOCK_LESSON}, block_size=4): expected the codes {BLOCK_LESSON_Q} and the "
+             f"scales [1.2/127, 0.1/127] = [{1.2 / 127:.6g}, {0.1 / 127:.6g}], got {q.tolist()} and "
+             f"{[round(s, 6) for s in scales.tolist()]}.")
+
+    for w, block_size in [(torch.cat([torch.zeros(3), torch.tensor([0.5, -1.0, 0.25])]), 3),
+                          (torch.linspace(-1, 1, 130), 64)] + _block_cases(seed):
+        q, scales, what, bs = run(w, block_size)
+        flat, codes = w.reshape(-1).double(), q.reshape(-1).double()
+        for b, start in enumerate(range(0, flat.numel(), bs)):
+            block, block_codes = flat[start:start + bs], codes[start:start + bs]
+            max_abs = block.abs().max().item()
+            where = f"block {b} (values {start} to {start + len(block) - 1} of the flattened tensor)"
+            if max_abs == 0:
+                if block_codes.ne(0).any():
+                    fail(f"{what}: {where} is all zeros, so its codes should be 0, got {block_codes[:6].tolist()}.")
+                continue
+            if not math.isclose(scales[b].item(), max_abs / 127, rel_tol=1e-5):
+                fail(f"{what}: {where} should have the scale max|block| / 127 = {max_abs / 127:.6g}, got "
+                     f"{scales[b].item():.6g}. Blocks are {bs} consecutive values of w.reshape(-1), the last one "
+                     f"possibly shorter. (seed {seed})")
+            _within_half_step(block_codes * scales[b].item(), block, scales[b].item(), f"{what}, {where}", seed)
+    passed(f"absmax_quantize_blocks: the lesson's two blocks, a zero block, a short last block and "
+           f"{len(_block_cases(seed))} random tensors with odd sizes, zero blocks and outliers (seed {seed}).")
+
+
+def check_absmax_dequantize_blocks(ns):
+    fn = lookup(ns, "absmax_dequantize_blocks")
+    seed = fresh_seed()
+    cases = [(torch.tensor(BLOCK_LESSON), 4), (torch.linspace(-1, 1, 130), 64)] + _block_cases(seed)
+    for w, block_size in cases:
+        bs = 64 if block_size is None else block_size
+        q, scales = absmax_quantize_blocks(w, bs)
+        expected = absmax_dequantize_blocks(q, scales, bs).double()
+        what = ("absmax_dequantize_blocks(q, scales" + (")" if block_size is None else f", block_size={bs})") +
+                f" for the codes of {_describe(w)} ({scales.numel()} blocks)")
+        q_in, scales_in = q.clone(), scales.clone()
+        args = () if block_size is None else (block_size,)
+        out = call(fn, q_in, scales_in, *args, what=what)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            got = out.dtype if isinstance(out, torch.Tensor) else type(out).__name__
+            fail(f"{what} should return a floating-point tensor, got {got}.")
+        if out.shape != q.shape:
+            fail(f"{what}: expected q's shape {tuple(q.shape)}, got {tuple(out.shape)}.")
+        if not torch.equal(q_in, q) or not torch.equal(scales_in, scales):
+            fail(f"{what} changed its inputs in place.")
+        err = (out.double() - expected).abs()
+        if not err.max().item() <= 1e-5 * expected.abs().max().item() + 1e-12:
+            i = int(err.reshape(-1).argmax())
+            fail(f"{what}: value {i} of the flattened tensor is in block {i // bs}, so it should be its code "
+                 f"{int(q.reshape(-1)[i])} times scale {scales[i // bs].item():.4g} = {expected.reshape(-1)[i].item():.6g},"
+                 f" got {out.reshape(-1)[i].item():.6g}. (seed {seed})")
+    passed(f"absmax_dequantize_blocks: {len(cases)} reference-quantized tensors, short last blocks included "
+           f"(seed {seed}).")

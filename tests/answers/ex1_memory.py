@@ -90,6 +90,80 @@ def memory_for_training(num_params):
     return parts
 '''),
     ],
+    "nf4_bits_per_param": [
+        ("double quantization without the float32 constants of the 8-bit scales", '''
+def nf4_bits_per_param(double_quant=True, block_size=64, scale_block_size=256):
+    if double_quant:
+        return 4 + 8 / block_size
+    return 4 + 32 / block_size
+'''),
+        ("ignores double_quant: always one float32 scale per block", '''
+def nf4_bits_per_param(double_quant=True, block_size=64, scale_block_size=256):
+    return 4 + 32 / block_size
+'''),
+        ("hard-codes the lesson's block sizes", '''
+def nf4_bits_per_param(double_quant=True, block_size=64, scale_block_size=256):
+    return 4 + 8 / 64 + 32 / (64 * 256) if double_quant else 4.5
+'''),
+        ("returns bytes, not bits", '''
+def nf4_bits_per_param(double_quant=True, block_size=64, scale_block_size=256):
+    bits = 4 + (8 / block_size + 32 / (block_size * scale_block_size) if double_quant else 32 / block_size)
+    return bits / 8
+'''),
+    ],
+    "memory_for_finetuning": [
+        ("LoRA's frozen base still gets gradients", '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    if method == "full":
+        base, adapter = memory_for_training(num_params)["total"], 0
+    elif method == "lora":
+        base = 2 * num_params + 2 * num_params  # bf16 weights and gradients
+        adapter = memory_for_training(adapter_params)["total"]
+    elif method == "qlora":
+        base = num_params * nf4_bits_per_param(double_quant) / 8
+        adapter = memory_for_training(adapter_params)["total"]
+    else:
+        raise ValueError(method)
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+'''),
+        ("the adapter counted as weights only (2 bytes, no gradients or Adam states)", '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    if method == "full":
+        return {"base": memory_for_training(num_params)["total"], "adapter": 0,
+                "total": memory_for_training(num_params)["total"]}
+    if method == "lora":
+        base = memory_for_inference(num_params, "bfloat16")
+    elif method == "qlora":
+        base = num_params * nf4_bits_per_param(double_quant) / 8
+    else:
+        raise ValueError(method)
+    adapter = memory_for_inference(adapter_params, "bfloat16")
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+'''),
+        ("QLoRA's base at int4's half byte, forgetting the block scales", '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    if method == "full":
+        base, adapter = memory_for_training(num_params)["total"], 0
+    elif method in ("lora", "qlora"):
+        base = memory_for_inference(num_params, "bfloat16" if method == "lora" else "int4")
+        adapter = memory_for_training(adapter_params)["total"]
+    else:
+        raise ValueError(method)
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+'''),
+        ("QLoRA's base in bits (forgets the / 8)", '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    if method == "full":
+        base, adapter = memory_for_training(num_params)["total"], 0
+    elif method == "lora":
+        base, adapter = memory_for_inference(num_params, "bfloat16"), memory_for_training(adapter_params)["total"]
+    elif method == "qlora":
+        base, adapter = num_params * nf4_bits_per_param(double_quant), memory_for_training(adapter_params)["total"]
+    else:
+        raise ValueError(method)
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+'''),
+    ],
 }
 
 ALTERNATIVE = {
@@ -127,5 +201,27 @@ def memory_for_training(num_params):
               "adam_momentum": "float32", "adam_variance": "float32"}
     parts = {name: float(num_params) * bytes_per_param(dtype) for name, dtype in layout.items()}
     return {**parts, "total": sum(parts.values())}
+''',
+    "nf4_bits_per_param": '''
+from fractions import Fraction
+
+def nf4_bits_per_param(double_quant=True, block_size=64, scale_block_size=256):
+    # the bits of one block of weights (scales included), divided by the weights in it; an exact Fraction
+    if double_quant:
+        block_bits = 4 * block_size + 8 + Fraction(32, scale_block_size)
+    else:
+        block_bits = 4 * block_size + 32
+    return Fraction(block_bits) / block_size
+''',
+    "memory_for_finetuning": '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    # a table of bytes per frozen parameter; KeyError for an unknown method; ints where they are exact
+    if method == "full":
+        total = memory_for_training(num_params)["total"]
+        return {"base": total, "adapter": 0, "total": total, "trainable_params": num_params}
+    frozen_bytes = {"lora": bytes_per_param("bfloat16"), "qlora": nf4_bits_per_param(double_quant=double_quant) / 8}
+    base = float(num_params) * frozen_bytes[method]
+    adapter = sum(v for k, v in memory_for_training(adapter_params).items() if k != "total")
+    return {"base": base, "adapter": adapter, "total": base + adapter, "trainable_params": adapter_params}
 ''',
 }

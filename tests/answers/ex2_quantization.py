@@ -115,6 +115,64 @@ def query_block(model):
     return model.transformer.h[-1].attn.c_attn.weight[:, :n]
 '''),
     ],
+    "absmax_quantize_blocks": [
+        ("one scale per tensor, repeated for every block", '''
+def absmax_quantize_blocks(w, block_size=64):
+    n_blocks = -(-w.numel() // block_size)
+    max_abs = w.abs().max()
+    scale = max_abs / 127 if max_abs > 0 else torch.tensor(1.0)
+    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale.repeat(n_blocks)
+'''),
+        ("pads the last block with zeros and returns the padded codes", '''
+import torch.nn.functional as F
+
+def absmax_quantize_blocks(w, block_size=64):
+    flat = w.reshape(-1)
+    flat = F.pad(flat, (0, (-flat.numel()) % block_size))
+    blocks = flat.reshape(-1, block_size)
+    scales = blocks.abs().amax(dim=1) / 127
+    scales[scales == 0] = 1.0
+    q = torch.round(blocks / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(-1), scales
+'''),
+        ("drops the short last block (numel // block_size scales)", '''
+def absmax_quantize_blocks(w, block_size=64):
+    flat = w.reshape(-1)
+    n_blocks = max(flat.numel() // block_size, 1)
+    scales = torch.stack([flat[i * block_size:(i + 1) * block_size].abs().max() for i in range(n_blocks)]) / 127
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+    index = (torch.arange(flat.numel()) // block_size).clamp(max=n_blocks - 1)
+    q = torch.round(flat / scales[index]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(w.shape), scales
+'''),
+        ("no guard: an all-zero block gets scale 0", '''
+def absmax_quantize_blocks(w, block_size=64):
+    blocks = w.reshape(-1).split(block_size)
+    scales = torch.stack([b.abs().max() / 127 for b in blocks])
+    per_value = torch.cat([s.expand(len(b)) for s, b in zip(scales, blocks)])
+    q = torch.round(w.reshape(-1) / per_value).clamp(-127, 127).to(torch.int8)
+    return q.reshape(w.shape), scales
+'''),
+    ],
+    "absmax_dequantize_blocks": [
+        ("tiles the scales (repeat) instead of repeating each one block_size times", '''
+def absmax_dequantize_blocks(q, scales, block_size=64):
+    flat = q.reshape(-1).float()
+    per_value = scales.float().repeat(block_size)[:flat.numel()]
+    return (flat * per_value).reshape(q.shape)
+'''),
+        ("assumes whole blocks: reshape(-1, block_size)", '''
+def absmax_dequantize_blocks(q, scales, block_size=64):
+    blocks = q.reshape(-1, block_size).float()
+    return (blocks * scales.float()[:, None]).reshape(q.shape)
+'''),
+        ("returns the flattened values", '''
+def absmax_dequantize_blocks(q, scales, block_size=64):
+    flat = q.reshape(-1).float()
+    return flat * scales.float()[torch.arange(flat.numel()) // block_size]
+'''),
+    ],
 }
 
 ALTERNATIVE = {
@@ -154,5 +212,28 @@ def query_block(model):
     n_embd = weight.shape[0]
     q_part, k_part, v_part = weight.detach().split(n_embd, dim=1)
     return q_part.T.contiguous()
+''',
+    "absmax_quantize_blocks": '''
+def absmax_quantize_blocks(w, block_size=64):
+    # a plain loop over slices, float64 scales gathered in a list
+    flat = w.reshape(-1)
+    q = torch.empty(flat.numel(), dtype=torch.int8)
+    scales = []
+    for start in range(0, flat.numel(), block_size):
+        block = flat[start:start + block_size]
+        peak = float(block.abs().max())
+        scale = peak / 127 if peak != 0 else 1.0
+        q[start:start + block_size] = torch.clamp(torch.round(block.double() / scale), -127, 127).to(torch.int8)
+        scales.append(scale)
+    return q.view(w.shape), torch.tensor(scales, dtype=torch.float64)
+''',
+    "absmax_dequantize_blocks": '''
+def absmax_dequantize_blocks(q, scales, block_size=64):
+    # pad to whole blocks, multiply block by block, cut the padding off again
+    flat = q.flatten().to(torch.float64)
+    pad = (-flat.numel()) % block_size
+    blocks = torch.cat([flat, flat.new_zeros(pad)]).view(-1, block_size)
+    out = (blocks * torch.as_tensor(scales, dtype=torch.float64).view(-1, 1)).flatten()
+    return out[:q.numel()].view_as(q)
 ''',
 }
