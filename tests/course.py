@@ -90,7 +90,9 @@ class ScratchCourse:
         key = (assignment, hashlib.sha256(data).hexdigest())
         if key not in self._graded:
             from instructor.grading import worker
-            result = worker.grade_one(worker.Job(self._new_student(), assignment, data, b"", LIMITS))
+            # a GPU machine grades the CUDA cells as an instructor does there: the job sees the GPU
+            job = worker.Job(self._new_student(), assignment, data, b"", LIMITS, gpu="inherit" if HAS_CUDA else None)
+            result = worker.grade_one(job)
             assert result.status == "graded", (result.status, result.notes)
             self._graded[key] = ({g: tuple(points) for g, points in result.scores.items()}, result.notebook)
         scores, notebook = self._graded[key]
