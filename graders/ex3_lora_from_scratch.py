@@ -309,6 +309,18 @@ def check_merge_lora(ns):
            f"bias unchanged, same outputs, on nn.Linear and Conv1D [seed {seed}].")
 
 
+def _lora_state(layer):
+    """Copies of what merge_lora must leave alone: the LoRA layer's base weight and bias, A and B."""
+    state = {}
+    for name, owner, attr in (("layer.base.weight", layer.base, "weight"), ("layer.base.bias", layer.base, "bias"),
+                              ("layer.A", layer, "A"), ("layer.B", layer, "B")):
+        value = getattr(owner, attr, None)
+        state[name] = value.detach().clone() if isinstance(value, torch.Tensor) else None
+    if layer.base.bias is None:
+        state.pop("layer.base.bias")
+    return state
+
+
 def _check_one_merge(merge, layer, base, kind, r, alpha, what):
     x = torch.randn(4, 3, base.weight.shape[0] if isinstance(base, Conv1D) else base.in_features)
     with torch.no_grad():
@@ -316,6 +328,7 @@ def _check_one_merge(merge, layer, base, kind, r, alpha, what):
         expected_w = base.weight + _delta_as_stored(base, layer.A, layer.B, alpha / r)
         expected_b = None if base.bias is None else base.bias.clone()
         w0 = base.weight.detach().clone()
+        untouched = _lora_state(layer)  # merge_lora promises to leave `layer` as it was
     merged = call(merge, layer, what=what)
     if type(merged) is not type(base):
         fail(f"{what}: should return a plain {type(base).__name__} (the type of layer.base), "
@@ -343,3 +356,10 @@ def _check_one_merge(merge, layer, base, kind, r, alpha, what):
     if _max_diff(out, expected_out) > 1e-4 * max(1.0, expected_out.abs().max().item()):
         fail(f"{what}: the merged layer's outputs differ from the LoRA layer's (computed before merging) by "
              f"up to {_max_diff(out, expected_out):.3g}.")
+    changed = [name for name, value in _lora_state(layer).items()
+               if value is None or untouched[name] is None or value.shape != untouched[name].shape
+               or not torch.equal(value, untouched[name])]
+    if changed:
+        fail(f"{what}: merge_lora modified the LoRA layer it was given (changed by the call: {', '.join(changed)}). "
+             "The merged layer it returned is right, but the LoRA layer is no longer the trained one (its forward "
+             "now adds the update twice): merge into a copy of layer.base (copy.deepcopy) and leave `layer` as it was.")

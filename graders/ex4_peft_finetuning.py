@@ -53,14 +53,24 @@ def _lora_modules(peft_model) -> set:
     return names
 
 
-def peft_applied(lora_config=None, gpt2_config=None, target_modules=None, r=8):
-    """What the real PEFT does with a config on a GPT-2 skeleton: (LoRA module names, trainable, total)."""
+def _wrapped_skeleton(lora_config=None, gpt2_config=None, target_modules=None, r=8):
     from peft import LoraConfig, get_peft_model
     cfg = copy.deepcopy(lora_config) if lora_config is not None else LoraConfig(r=r, target_modules=target_modules)
     with _quiet():
-        wrapped = get_peft_model(_skeleton(gpt2_config), cfg)
+        return get_peft_model(_skeleton(gpt2_config), cfg)
+
+
+def peft_applied(lora_config=None, gpt2_config=None, target_modules=None, r=8):
+    """What the real PEFT does with a config on a GPT-2 skeleton: (LoRA module names, trainable, total)."""
+    wrapped = _wrapped_skeleton(lora_config, gpt2_config, target_modules, r)
     trainable, total = wrapped.get_nb_trainable_parameters()
     return _lora_modules(wrapped), trainable, total
+
+
+def peft_trainable_names(lora_config) -> set:
+    """The names of the parameters that get_peft_model leaves trainable for this config (LoRA's A and B,
+    and the biases when the config's `bias` asks for them)."""
+    return {n for n, p in _wrapped_skeleton(lora_config).named_parameters() if p.requires_grad}
 
 
 def _kinds(names) -> dict:
@@ -89,6 +99,12 @@ def reference_lora_param_count(model, target_modules, r):
 @functools.cache  # cached here, not in a module global: the tamper check holds grader constants still
 def _reference_modules():
     return peft_applied(target_modules=["c_attn", "c_proj"])[0]
+
+
+def _lesson_config():
+    from peft import LoraConfig
+    return LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05, bias="none",
+                      task_type="CAUSAL_LM")
 
 
 def _is_lora_config(obj) -> bool:
@@ -150,15 +166,19 @@ def check_peft_model(ns):
         fail(f"the model inside peft_model should have GPT-2's {GPT2_PARAMS:,} parameters (besides LoRA's).")
 
     # Judge peft_model against the student's own lora_config, so a wrong config costs only its own points.
+    # Every setting counts (bias="all", say, leaves biases trainable): the expected model is exactly what
+    # get_peft_model makes of the student's config.
     student_cfg = ns.get("lora_config")
     cfg_usable = _is_lora_config(student_cfg) and student_cfg.target_modules is not None
     if cfg_usable:
         try:
             want_names, want_trainable, _ = peft_applied(student_cfg)
+            may_train = peft_trainable_names(student_cfg)
         except Exception:  # noqa: BLE001 - an unusable config is graded by its own test
             cfg_usable = False
     if not cfg_usable:
         want_names, want_trainable, _ = peft_applied(target_modules=["c_attn", "c_proj"])
+        may_train = peft_trainable_names(_lesson_config())
     names = _lora_modules(pm)
     if names != want_names:
         fail(f"peft_model carries LoRA on {_kinds(names) or 'no module'}, but lora_config targets "
@@ -169,11 +189,11 @@ def check_peft_model(ns):
              f"r={student_cfg.r}, lora_alpha={student_cfg.lora_alpha}: wrap the model with lora_config.")
     trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
     total = sum(p.numel() for p in pm.parameters())
-    frozen_but_trainable = [n for n, p in pm.named_parameters() if p.requires_grad and "lora_" not in n]
+    frozen_but_trainable = [n for n, p in pm.named_parameters() if p.requires_grad and n not in may_train]
     if frozen_but_trainable:
         fail(f"{len(frozen_but_trainable)} of GPT-2's own tensors require gradients (e.g. "
              f"{frozen_but_trainable[0]}): {trainable:,} trainable instead of {want_trainable:,}. "
-             "get_peft_model freezes the base model; leave it frozen.")
+             "get_peft_model freezes the base model (all but what lora_config trains); leave it frozen.")
     if trainable != want_trainable:
         fail(f"peft_model has {trainable:,} trainable parameters; its lora_config implies {want_trainable:,}.")
     if names == _reference_modules() and want_trainable == TRAINABLE:  # the lesson's config: say the numbers
@@ -267,6 +287,105 @@ def check_attention_only_targets(ns):
     _check_attention_only(targets, other, seed)
     passed(f"attention_only_targets: LoRA on attn.c_attn and attn.c_proj of every block and nowhere else "
            f"({ATTENTION_ONLY:,} trainable at r=8), on GPT-2 and on a {other.n_layer}-block GPT-2 (seed {seed}).")
+
+
+# ----------------------------------------------------------------------------------- merge_adapter
+MERGE_TARGETS = [["c_attn"], ["c_attn", "c_proj"], ["c_fc", "c_proj"], ["c_attn", "mlp.c_fc"]]
+
+
+def _trained_looking_adapter(seed):
+    """A small GPT-2 wrapped by PEFT whose A and B are random (B not zero), as if trained; also what it
+    holds without LoRA (its parameter count) and a description for messages."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2LMHeadModel
+    rng = random.Random(seed)
+    n_head = rng.choice([2, 4])
+    gpt2_config = _gpt2_config(n_embd=n_head * rng.choice([8, 12, 16]), n_head=n_head, n_layer=rng.randint(1, 3),
+                               vocab_size=rng.randint(60, 200), n_positions=32)
+    r = rng.choice([1, 2, 4, 8])
+    targets = rng.choice(MERGE_TARGETS)
+    lora = LoraConfig(r=r, lora_alpha=rng.choice([1, 2, 8, 16, 32]), target_modules=targets, lora_dropout=0.1,
+                      task_type="CAUSAL_LM")
+    with seeded(seed):
+        base = GPT2LMHeadModel(gpt2_config)
+        base_params = sum(p.numel() for p in base.parameters())
+        with _quiet():
+            model = get_peft_model(base, lora)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.normal_(std=0.2)
+    what = (f"merge_adapter(a PeftModel: GPT-2 with n_embd={gpt2_config.n_embd}, n_layer={gpt2_config.n_layer}, "
+            f"LoRA r={r} on {targets}, A and B as if trained) [seed {seed}]")
+    return model.eval(), base_params, gpt2_config.vocab_size, what
+
+
+def _state(model) -> dict:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def _lora_layers(model) -> list:
+    return [name for name, m in model.named_modules() if hasattr(m, "lora_A")]
+
+
+def check_merge_adapter(ns):
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+    fn = lookup(ns, "merge_adapter")
+    seed = fresh_seed()
+    adapter_model, base_params, vocab, what = _trained_looking_adapter(seed)
+    with seeded(seed + 1):
+        ids = torch.randint(0, vocab, (2, 12))
+    with torch.no_grad():
+        want = adapter_model(input_ids=ids).logits
+        with adapter_model.disable_adapter():
+            base_logits = adapter_model(input_ids=ids).logits
+    assert (want - base_logits).abs().max().item() > 1e-3, "grader's adapter changes nothing"
+    lora_before, state_before = _lora_layers(adapter_model), _state(adapter_model)
+
+    merged = call(fn, adapter_model, what=what)
+    if merged is None:
+        fail(f"{what} returned None: return the merged model, the plain model that merge_and_unload() returns.")
+    if isinstance(merged, PeftModel):
+        fail(f"{what} returned a {type(merged).__name__}, PEFT's wrapper: the result should be the plain "
+             "transformers model that merge_and_unload returns (merge_adapter() alone folds the weights in but "
+             "keeps the wrapper and its LoRA layers).")
+    if not isinstance(merged, PreTrainedModel):
+        fail(f"{what} should return a plain transformers model (a PreTrainedModel such as GPT2LMHeadModel), "
+             f"got {type(merged).__name__}.")
+    left = _lora_layers(merged)
+    if left:
+        fail(f"{what}: the returned {type(merged).__name__} still holds {len(left)} LoRA layer(s) (e.g. {left[0]}). "
+             "get_base_model() returns the model inside the wrapper with its LoRA layers still in place; "
+             "merge_and_unload() replaces them by plain layers.")
+    count = sum(p.numel() for p in merged.parameters())
+    if count != base_params:
+        fail(f"{what}: the merged model should have exactly the base model's {base_params:,} parameters "
+             f"(LoRA's A and B folded into the weights), it has {count:,}.")
+    lora_after, state_after = _lora_layers(adapter_model), _state(adapter_model)
+    changed = sorted(k for k in state_before if k not in state_after
+                     or state_after[k].shape != state_before[k].shape
+                     or not torch.allclose(state_after[k], state_before[k], rtol=1e-5, atol=1e-6))
+    if lora_after != lora_before or changed or set(state_after) != set(state_before):
+        fail(f"{what}: merge_adapter changed the PeftModel it was given "
+             f"({len(lora_after)} of its {len(lora_before)} LoRA layers left"
+             f"{', tensors not as they were, e.g. ' + changed[0] if changed else ''}). merge_and_unload works in place on "
+             "the model it is called on, so merge a copy (copy.deepcopy(peft_model)) and leave the adapter model "
+             "as it was.")
+    merged.eval()  # dropout off: the adapter model's logits above were taken in eval mode too
+    with torch.no_grad():
+        got = call(merged, input_ids=ids, what=f"{what}: the merged model's forward").logits
+    gap = (got - want).abs().max().item()
+    if gap > 1e-4 * max(1.0, want.abs().max().item()):
+        hint = ""
+        if (got - base_logits).abs().max().item() < 1e-5:
+            hint = (" They are the base model's logits: the adapter was dropped, not merged (unload() removes "
+                    "the LoRA layers without folding them in; merge_and_unload() folds them in first).")
+        fail(f"{what}: the merged model's logits on random token ids should equal the adapter model's, but "
+             f"they differ by up to {gap:.3g}.{hint}")
+    passed(f"merge_adapter: a plain {type(merged).__name__} with no LoRA layers, the base's {base_params:,} "
+           f"parameters, the adapter model's logits (max difference {gap:.1e}), and the adapter model left "
+           f"as it was [seed {seed}].")
 
 
 # ------------------------------------------------------------------------------------- train_step

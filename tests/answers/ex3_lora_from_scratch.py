@@ -182,6 +182,17 @@ def merge_lora(layer):
     return layer
 '''
 
+_MERGE_IN_PLACE = '''
+def merge_lora(layer):
+    # Right weights, but merged into the LoRA layer's own base: the trained LoRA layer now adds its update twice.
+    delta = (layer.B @ layer.A) * layer.scale
+    if isinstance(layer.base, Conv1D):
+        delta = delta.T
+    with torch.no_grad():
+        layer.base.weight += delta
+    return layer.base
+'''
+
 _MERGE_ALTERNATIVE = '''
 def merge_lora(layer):
     """Builds a fresh layer and copies the merged weight into it."""
@@ -217,6 +228,7 @@ WRONG = {
         ("no scale", _MERGE_NO_SCALE),
         ("no transpose for Conv1D", _MERGE_NO_TRANSPOSE),
         ("keeps the LoRA path too", _MERGE_KEEPS_LORA_PATH),
+        ("merges in place into layer.base (right weights, `layer` changed)", _MERGE_IN_PLACE),
     ],
 }
 
@@ -225,14 +237,3 @@ ALTERNATIVE = {
     "add_lora_to_gpt2": _ADD_ALTERNATIVE,
     "merge_lora": _MERGE_ALTERNATIVE,
 }
-
-# Also correct, checked by hand against the graders: a merge that changes layer.base in place.
-IN_PLACE_MERGE = '''
-def merge_lora(layer):
-    delta = (layer.B @ layer.A) * layer.scale
-    if isinstance(layer.base, Conv1D):
-        delta = delta.T
-    with torch.no_grad():
-        layer.base.weight += delta
-    return layer.base
-'''

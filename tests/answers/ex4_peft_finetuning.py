@@ -14,6 +14,11 @@ lora_config = LoraConfig(r=16, lora_alpha=8, target_modules=["c_attn", "c_proj"]
         ("task_type left out", '''
 lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05, bias="none")
 '''),
+        # peft_model, built from this config, must keep its point: it is what get_peft_model makes of it.
+        ("bias='all': every bias of GPT-2 trains too", '''
+lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.05, bias="all",
+                         task_type=TaskType.CAUSAL_LM)
+'''),
     ],
     "peft_model": [
         ("a new config written inline instead of lora_config (PEFT then defaults to c_attn)", '''
@@ -72,6 +77,26 @@ attention_only_targets = ["c_attn"]
 attention_only_targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
 '''),
     ],
+    "merge_adapter": [
+        ("merges the original: merge_and_unload on peft_model itself, the adapter model is gone", '''
+def merge_adapter(peft_model):
+    return peft_model.merge_and_unload()
+'''),
+        ("get_base_model(): the model inside the wrapper, LoRA layers still in it", '''
+def merge_adapter(peft_model):
+    return copy.deepcopy(peft_model).get_base_model()
+'''),
+        ("merge_adapter() without unloading: still a PeftModel with its LoRA layers", '''
+def merge_adapter(peft_model):
+    merged = copy.deepcopy(peft_model)
+    merged.merge_adapter()
+    return merged
+'''),
+        ("unload() without merging: the adapter is dropped", '''
+def merge_adapter(peft_model):
+    return copy.deepcopy(peft_model).unload()
+'''),
+    ],
     "train_step": [
         ("never zeroes the gradients (they pile up from step to step)", '''
 def train_step(model, batch, optimizer):
@@ -116,6 +141,13 @@ def lora_param_count(model, target_modules, r):
 ''',
     "attention_only_targets": '''
 attention_only_targets = r".*\\.attn\\.c_(attn|proj)"  # a regex: PEFT full-matches it against each module name
+''',
+    "merge_adapter": '''
+def merge_adapter(peft_model):
+    """Fold the adapter in on a copy, in two steps: merge the weights, then drop the LoRA layers."""
+    twin = copy.deepcopy(peft_model)
+    twin.merge_adapter()
+    return twin.unload()
 ''',
     "train_step": '''
 import torch.nn.functional as F
