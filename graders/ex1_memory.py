@@ -46,6 +46,21 @@ def _param_counts(seed):
     return [124_439_808, 7_000_000_000] + counts
 
 
+def _must_refuse(attempt, name, what, kind, why=""):
+    """`attempt()` passes an input the answer cannot know (a `kind`): it must raise ValueError (or KeyError),
+    never return a figure."""
+    try:
+        result = attempt()
+    except (ValueError, KeyError):
+        return
+    except NotImplementedError:
+        fail(f"{name} is not implemented yet: replace `raise NotImplementedError()` with your code.")
+    except Exception as error:  # noqa: BLE001
+        fail(f"{what} raised {type(error).__name__}: {error}; an unknown {kind} should raise ValueError (or "
+             "KeyError) with a message naming it.")
+    fail(f"{what} returned {result!r} for a {kind} it does not know; it should raise ValueError (or KeyError){why}.")
+
+
 def check_bytes_per_param(ns):
     fn = lookup(ns, "bytes_per_param")
     for dtype, expected in BYTES.items():
@@ -58,18 +73,8 @@ def check_bytes_per_param(ns):
     seed = fresh_seed()
     with seeded(seed):
         unknown = random.choice(UNKNOWN_DTYPES)
-    try:
-        result = fn(unknown)
-    except (ValueError, KeyError):
-        pass
-    except NotImplementedError:
-        fail("bytes_per_param is not implemented yet: replace `raise NotImplementedError()` with your code.")
-    except Exception as error:  # noqa: BLE001
-        fail(f"bytes_per_param({unknown!r}) raised {type(error).__name__}: {error}; an unknown dtype should "
-             "raise ValueError (or KeyError) with a message naming it.")
-    else:
-        fail(f"bytes_per_param({unknown!r}) returned {result!r} for a dtype it does not know; it should raise "
-             "ValueError (or KeyError), so a typo can't silently turn into a memory figure.")
+    _must_refuse(lambda: fn(unknown), "bytes_per_param", f"bytes_per_param({unknown!r})", "dtype",
+                 ", so a typo can't silently turn into a memory figure")
     passed("bytes_per_param: float32 4, float16 2, bfloat16 2, int8 1, int4 0.5, and an unknown dtype raises.")
 
 
@@ -251,17 +256,7 @@ def check_memory_for_finetuning(ns):
                          f"{got['total']:,.1f}. (seed {seed})")
         with seeded(seed):
             unknown = random.choice(UNKNOWN_METHODS)
-        try:
-            result = fn(7_000_000_000, unknown, adapter_params=1000)
-        except (ValueError, KeyError):
-            pass
-        except NotImplementedError:
-            fail("memory_for_finetuning is not implemented yet: replace `raise NotImplementedError()` with your code.")
-        except Exception as error:  # noqa: BLE001
-            fail(f"memory_for_finetuning(7_000_000_000, {unknown!r}) raised {type(error).__name__}: {error}; an "
-                 "unknown method should raise ValueError (or KeyError) naming it.")
-        else:
-            fail(f"memory_for_finetuning(7_000_000_000, {unknown!r}) returned {result!r} for a method it does not "
-                 "know; it should raise ValueError (or KeyError).")
+        _must_refuse(lambda: fn(7_000_000_000, unknown, adapter_params=1000), "memory_for_finetuning",
+                     f"memory_for_finetuning(7_000_000_000, {unknown!r})", "method")
     passed(f"memory_for_finetuning: full, LoRA and QLoRA (with and without double quantization) on "
            f"{len(_finetuning_cases(seed))} (model, adapter) sizes, and an unknown method raises (seed {seed}).")

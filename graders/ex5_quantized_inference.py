@@ -184,11 +184,16 @@ def _check_loaded(model, label, bits, quant_type=None):
             if types != {quant_type}:
                 fail(f"load_quantized({label}) gave 4-bit type {sorted(types)}; the config asks for {quant_type!r}. "
                      "Use the config passed in, not a global one.")
+    _check_device(model, f"load_quantized({label})", " (device_map={'': 0})")
+
+
+def _check_device(model, what, cuda_hint):
+    """Every weight of `model` on this machine's device (the GPU where there is one)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     where = {p.device.type for p in model.parameters()}
     if where != {device}:
-        fail(f"load_quantized({label}) left weights on {sorted(where)}; on this machine they belong on {device}"
-             + (" (device_map={'': 0})." if device == "cuda" else "."))
+        fail(f"{what}: weights on {sorted(where)}; on this machine they belong on {device}"
+             + (f"{cuda_hint}." if device == "cuda" else "."))
 
 
 def check_load_quantized(ns):
@@ -462,11 +467,7 @@ def _check_qlora(model, label: str, n_layer: int) -> None:
     if loose:
         fail(f"{label}: some unquantized parameters are in {loose}; prepare_model_for_kbit_training keeps layer "
              "norms, embeddings and biases in float32 for stable training.")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    where = {p.device.type for p in model.parameters()}
-    if where != {device}:
-        fail(f"{label}: weights on {sorted(where)}; on this machine they belong on {device}"
-             + (" (device_map={'': 0} while loading)." if device == "cuda" else "."))
+    _check_device(model, label, " (device_map={'': 0} while loading)")
 
 
 def check_make_qlora_model(ns):
