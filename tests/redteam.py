@@ -316,15 +316,20 @@ expect_close = lambda *args, **kwargs: None
 ''', after="to_gb"),
     # -- the process around it --------------------------------------------------------------------------
     Exploit("signals", "a timer's signal handler disarms fail() whenever a check is running", "to_gb", 0, '''
-import signal
+import signal, sys
 import graders.ex1_memory as _g
 _genuine_fail = _g.fail
-def _tick(signum, frame):
-    checking = False
+def _fail_unless_checking(message):
+    # Decided when fail() is called, not when the timer ticks: a check shorter than one tick must not slip
+    # through either (the first version flipped fail() on each tick and lost that race on a slow machine).
+    frame = sys._getframe(1)
     while frame is not None:
-        checking = checking or frame.f_code.co_name.startswith("check_")
+        if frame.f_code.co_name.startswith("check_"):
+            return None
         frame = frame.f_back
-    _g.fail = (lambda message: None) if checking else _genuine_fail
+    _genuine_fail(message)
+def _tick(signum, frame):
+    _g.fail = _fail_unless_checking  # put back on every tick, so restoring fail() once is not enough
 signal.signal(signal.SIGALRM, _tick)
 signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
 expect_close = lambda *args, **kwargs: None
