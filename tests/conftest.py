@@ -17,6 +17,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # two test workers on two cores: 
 from tests import course  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_folder(tmp_path_factory, worker_id):
+    """A folder all test workers of this session see (xdist's documented way): the released course is built
+    there once."""
+    base = tmp_path_factory.getbasetemp()
+    course.SHARED = base.parent if worker_id != "master" else base
+    return course.SHARED
+
+
 @pytest.fixture(scope="session")
 def graded_course(tmp_path_factory):
     """A scratch course root with every assignment released: one per test worker."""

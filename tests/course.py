@@ -1,11 +1,13 @@
 """A scratch copy of the course that tests can release and autograde into, through nbgrader."""
 import copy
+import fcntl
 import hashlib
 import importlib
 import json
 import os
 import pathlib
 import shutil
+import tempfile
 
 import torch
 
@@ -54,27 +56,63 @@ def answers_module(assignment: str):
     return importlib.import_module(f"tests.answers.{assignment}")
 
 
+SHARED = None  # a folder every test worker of this session can see (conftest sets it); else the temp folder
+COPIED = ("colab_setup.py", "nbgrader_config.py")
+
+
+def _link_code(root: pathlib.Path) -> None:
+    """The code the notebooks and nbgrader's configuration import, linked (never copied, never stale)."""
+    for name in ("graders", "utils", "instructor"):
+        os.symlink(ROOT / name, root / name)
+
+
+def released_course() -> pathlib.Path:
+    """The whole course released by nbgrader once per test session: two commands for all five assignments
+    (`--assignment` takes a glob), where releasing in each scratch course cost two per assignment (about
+    5 s each, mostly importing nbgrader). Built by whichever test worker gets here first, under a lock."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "source").rglob("*")) + [ROOT / name for name in COPIED]:
+        if path.is_file():
+            digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    base = pathlib.Path(SHARED or tempfile.gettempdir())
+    done = base / f"released-course-{digest.hexdigest()[:16]}"
+    with open(base / f"{done.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (done / ".complete").exists():
+            shutil.rmtree(done, ignore_errors=True)
+            done.mkdir()
+            _link_code(done)
+            for name in COPIED:
+                shutil.copy(ROOT / name, done / name)
+            shutil.copytree(ROOT / "source", done / "source")
+            nbgrader_ops.generate_release("*", done)
+            nbgrader_ops.generate_solution("*", done)
+            (done / ".complete").touch()
+    return done
+
+
 class ScratchCourse:
-    """Copies source/ (and links the code the notebooks import) into `root`, then releases it."""
+    """A course root in `root`: source/, release/, solution/ and a gradebook that knows every assignment,
+    copied from the session's released_course() (the code the notebooks import is linked, not copied)."""
 
     def __init__(self, root: pathlib.Path):
         self.root = root
-        for name in ("graders", "utils", "instructor"):
-            os.symlink(ROOT / name, root / name)
-        for name in ("colab_setup.py", "nbgrader_config.py"):
-            shutil.copy(ROOT / name, root / name)
-        shutil.copytree(ROOT / "source", root / "source")
+        template = released_course()
+        _link_code(root)
+        for name in (*COPIED, "gradebook.db"):
+            shutil.copy(template / name, root / name)
+        for name in ("source", "release", "solution"):
+            shutil.copytree(template / name, root / name)
         self._count = 0
         self._graded = {}  # (assignment, sha256 of the notebook) -> (scores, graded notebook JSON)
 
     def release(self, assignment):
+        """Release `assignment` again, in this course only (the gradebook keeps its other entries)."""
         nbgrader_ops.generate_release(assignment, self.root)
         nbgrader_ops.generate_solution(assignment, self.root)
 
     def notebook(self, assignment, step) -> dict:
-        """The `step` ("release" or "solution") version of an assignment, released on first use."""
-        if not notebook_path(assignment, step, self.root).exists():
-            self.release(assignment)
+        """The `step` ("release" or "solution") version of an assignment, as nbgrader generated it."""
         return read_notebook(notebook_path(assignment, step, self.root))
 
     def grade(self, assignment: str, nb: dict, stock: bool = False):
@@ -103,7 +141,6 @@ class ScratchCourse:
         nbgrader does): [(cell scores, graded notebook), ...] in the same order. This course's nbgrader_config
         runs GuardedExecute: nbgrader's Execute with resource limits and, unless `tamper_checks` is off, the
         tamper checks; off, it is nbgrader's own Execute with limits."""
-        self.notebook(assignment, "release")  # the gradebook must know the assignment
         batch = f"b{self._new_student()}x"
         students = [f"{batch}{i}" for i in range(len(notebooks))]
         for student, nb in zip(students, notebooks):

@@ -7,23 +7,18 @@ import importlib.util
 import pytest
 
 from instructor.course.notebooks import ASSIGNMENTS, CUDA_TEST_PREFIX, notebook_path, read_notebook
-from tests.course import HAS_CUDA, answers_module, cell_output_text, solution_cells, cells_grading, with_cell
+from tests.course import HAS_CUDA, answer_of, answers_module, cell_output_text, solution_cells, cells_grading, with_cell
 
 pytestmark = pytest.mark.slow
 
 WITH_ANSWERS = [a for a in ASSIGNMENTS if importlib.util.find_spec(f"tests.answers.{a}")]
 
 
-def _cases(kind):
+def _wrong_answers():
     for a in WITH_ANSWERS:
-        module = answers_module(a)
-        if kind == "wrong":
-            for answer, variants in module.WRONG.items():
-                for label, source in variants:
-                    yield pytest.param(a, answer, source, id=f"{a}:{answer}:{label}")
-        else:
-            for answer, source in module.ALTERNATIVE.items():
-                yield pytest.param(a, answer, source, id=f"{a}:{answer}")
+        for answer, variants in answers_module(a).WRONG.items():
+            for label, source in variants:
+                yield pytest.param(a, answer, source, id=f"{a}:{answer}:{label}")
 
 
 def _cpu_only_blind(scores, grade_id):
@@ -40,7 +35,7 @@ def test_every_answer_has_wrong_and_alternative_versions(assignment):
         assert answer in module.ALTERNATIVE, f"{answer}: no alternative correct answer"
 
 
-@pytest.mark.parametrize("assignment, answer, source", list(_cases("wrong")))
+@pytest.mark.parametrize("assignment, answer, source", list(_wrong_answers()))
 def test_wrong_answer_loses_exactly_its_points(graded_course, assignment, answer, source):
     solution = graded_course.notebook(assignment, "solution")
     own = cells_grading(solution, answer)
@@ -58,10 +53,16 @@ def test_wrong_answer_loses_exactly_its_points(graded_course, assignment, answer
             assert score == max_score, f"a wrong {answer} also cost {grade_id}:\n{said}"
 
 
-@pytest.mark.parametrize("assignment, answer, source", list(_cases("alternative")))
-def test_alternative_correct_answer_keeps_full_marks(graded_course, assignment, answer, source):
-    solution = graded_course.notebook(assignment, "solution")
-    scores, graded = graded_course.grade(assignment, with_cell(solution, answer, source))
+@pytest.mark.parametrize("assignment", WITH_ANSWERS)
+def test_answers_written_differently_keep_full_marks(graded_course, assignment):
+    """Every alternative answer at once, as one student who wrote each answer their own way would: each check
+    calls its answer alone (the grader's own inputs and dependencies), so one grading proves them all, and a
+    cell that loses points names the answer it grades."""
+    nb = graded_course.notebook(assignment, "solution")
+    for answer, source in answers_module(assignment).ALTERNATIVE.items():
+        nb = with_cell(nb, answer, source)
+    scores, graded = graded_course.grade(assignment, nb)
     for grade_id, (score, max_score) in scores.items():
         if not _cpu_only_blind(scores, grade_id):
-            assert score == max_score, f"{grade_id}: {score}/{max_score}\n{cell_output_text(graded, grade_id)}"
+            assert score == max_score, (f"{answer_of(grade_id)} written differently: {grade_id} {score}/{max_score}\n"
+                                        f"{cell_output_text(graded, grade_id)}")
