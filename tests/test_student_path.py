@@ -30,7 +30,8 @@ def venv_python(venv: pathlib.Path) -> str:
 
 
 def pip(venv, *args, env=None):
-    done = subprocess.run([venv_python(venv), "-m", "pip", "install", "--quiet", *args], capture_output=True,
+    # --no-compile: pip would byte-compile all of torch (most of the install's time); the runs compile what they import
+    done = subprocess.run([venv_python(venv), "-m", "pip", "install", "--quiet", "--no-compile", *args], capture_output=True,
                           text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
