@@ -10,7 +10,7 @@ sys.path.insert(0, str(ROOT))
 # Tests never touch the network, and keep notebook training loops to a few steps.
 os.environ["COURSE_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("COURSE_MAX_STEPS", "3")
+os.environ.setdefault("COURSE_MAX_STEPS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # two test workers on two cores: one torch thread each
 

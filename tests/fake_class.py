@@ -147,16 +147,18 @@ def submissions_for(course, assignment: str, kinds: list, names: list, broken_al
 
 STUDENTS = ["ada", "alan", "barbara", "claude", "donald", "edsger", "frances", "grace", "john", "ken", "leslie",
             "margaret"]
-CLASS = {  # 30 submissions: 12 of Exercise 1, 10 of Exercise 2, 8 of Exercise 3
+# 30 submissions: 12 of Exercise 1, 12 of Exercise 2, 6 of Exercise 3. The bad kinds go mostly to the cheap
+# exercises (a second of cells each); an Exercise 3 notebook trains GPT-2 for seconds whatever breaks in it.
+CLASS = {
     "ex1_memory": ["correct", "correct, written differently", "blank", "partial", "partial, two answers",
                    "invalid JSON", "another exercise's notebook", "deleted test cell",
                    "edited test cell hides a wrong answer", "bonus cell worth 100 points",
                    "tampering hides a wrong answer", "exit() shuts the kernel down"],
     "ex2_quantization": ["correct", "blank", "partial", "partial, two answers", "tampering hides a wrong answer",
                          "infinite loop", "loop that swallows the interrupt", "exhausts memory",
-                         "os._exit kills the kernel", "huge output"],
+                         "os._exit kills the kernel", "huge output", "kills the grading process", "fork bomb"],
     "ex3_lora_from_scratch": ["correct", "correct, written differently", "blank", "partial", "sys.exit",
-                              "kills the grading process", "fork bomb", "writes outside its sandbox"],
+                              "writes outside its sandbox"],
 }
 
 

@@ -12,9 +12,9 @@ from instructor.grading.kernel import GuardedExecute, imported_modules
 BEFORE, AFTER = "x = 41", "print('after', x + 1)"
 
 
-def run(bad_source, report_path, **limits):
+def run(bad_source, report_path, before=BEFORE, **limits):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(BEFORE), nbformat.v4.new_code_cell(bad_source),
+    nb.cells = [nbformat.v4.new_code_cell(before), nbformat.v4.new_code_cell(bad_source),
                 nbformat.v4.new_code_cell(AFTER)]
     settings = dict(timeout=10, memory_limit_mb=1500, check_integrity=False, report_path=str(report_path))
     executor = GuardedExecute(**{**settings, **limits})
@@ -82,7 +82,10 @@ def test_the_notebook_has_a_total_time_budget(tmp_path):
      "integrity check"),
 ])
 def test_tampering_is_caught_and_the_cell_removed(tmp_path, label, source, replaced):
-    out, report = run(source, tmp_path / "report.json", check_integrity=True)
+    # Naming its grader, as a course notebook's test cells do: arming loads that grader only (a notebook that
+    # names none gets all five, and PEFT and bitsandbytes with them: seconds, twice, as the re-run arms again).
+    out, report = run(source, tmp_path / "report.json", before=f"import graders.ex1_memory\n{BEFORE}",
+                      check_integrity=True)
     assert report["integrity"] == "armed"
     assert replaced in report["removed"]["1"]["reason"], report
     assert texts(out.cells[2]) == "after 42\n"
