@@ -158,7 +158,8 @@ def check_config_4bit(ns):
 
 
 # ------------------------------------------------------------------------------------ load_quantized
-def _check_loaded(model, label, bits, quant_type=None):
+def _check_loaded(model, label, bits, quant_type=None, kept=()):
+    """`model` as load_quantized(config) must return it; `kept`: block linears the config leaves unquantized."""
     if model is None or not hasattr(model, "named_modules"):
         fail(f"load_quantized({label}) should return the loaded model, got {type(model).__name__}.")
     found = quantized_modules(model)
@@ -170,15 +171,16 @@ def _check_loaded(model, label, bits, quant_type=None):
             fail(f"load_quantized(None) should keep every weight in float32, found {sorted(map(str, dtypes))}.")
     else:
         kind = "Linear8bitLt" if bits == 8 else "Linear4bit"
-        wrong_bits = {n for n, b in found.items() if b != bits}
-        if len(found) != N_QUANTIZED or wrong_bits:
-            fail(f"load_quantized({label}) should turn GPT-2's {N_QUANTIZED} block linears into bitsandbytes "
-                 f"{kind} layers; found {sum(b == bits for b in found.values())} {kind} and "
-                 f"{len(found) - sum(b == bits for b in found.values())} others. Pass the config you are given "
-                 "as quantization_config=config.")
+        wanted = [name for name in BLOCK_LINEARS if name not in kept]
+        right = sum(b == bits for b in found.values())
+        if len(found) != 12 * len(wanted) or right != len(found):
+            fail(f"load_quantized({label}) should turn {12 * len(wanted)} of GPT-2's block linears ({wanted} in each "
+                 f"of 12 blocks) into bitsandbytes {kind} layers; found {right} {kind} and {len(found) - right} "
+                 "others. Pass the config you are given as quantization_config=config: it says which layers stay "
+                 "unquantized too.")
         names = {".".join(n.split(".")[-2:]) for n in found}
-        if names != set(BLOCK_LINEARS):
-            fail(f"load_quantized({label}) quantized {sorted(names)}; expected {list(BLOCK_LINEARS)}.")
+        if names != set(wanted):
+            fail(f"load_quantized({label}) quantized {sorted(names)}; the config asks for {wanted}.")
         bnb = _bnb()
         if isinstance(model.lm_head, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit)):
             fail(f"load_quantized({label}) quantized lm_head; it shares its matrix with the embeddings and stays unquantized.")
@@ -201,18 +203,22 @@ def _check_device(model, what, cuda_hint):
 
 def check_load_quantized(ns):
     fn = lookup(ns, "load_quantized")
-    # FP4 rather than the lesson's NF4: a loader that ignores its argument cannot pass by luck.
-    cases = [("an 8-bit config", reference_config("int8"), 8, None),
-             ("an FP4 config", reference_config("fp4"), 4, "fp4"),
-             ("None", None, None, None)]
-    for label, cfg, bits, quant_type in cases:
+    # FP4 rather than the lesson's NF4, and the MLP kept out: a loader that ignores its argument cannot pass by
+    # luck. (Keeping the MLP out also spares two thirds of the 4-bit rounding, seconds on a CPU.)
+    mlp = ("mlp.c_fc", "mlp.c_proj")
+    cases = [("an 8-bit config", reference_config("int8"), 8, None, ()),
+             ("an FP4 config keeping the MLP unquantized",
+              reference_config("fp4", llm_int8_skip_modules=["lm_head", *mlp]), 4, "fp4", mlp),
+             ("None", None, None, None, ())]
+    for label, cfg, bits, quant_type, kept in cases:
         with _quiet():
             model = call(fn, cfg, what=f"load_quantized({label})")
-        _check_loaded(model, label, bits, quant_type)
+        _check_loaded(model, label, bits, quant_type, kept)
         del model
         free_cuda_memory()
-    passed(f"load_quantized: {N_QUANTIZED} Linear8bitLt / Linear4bit layers as each config asks (the 4-bit type "
-           "too), embeddings and lm_head unquantized, float32 for None, weights on the right device.")
+    passed(f"load_quantized: each config's layers quantized as it asks (8-bit: all {N_QUANTIZED} block linears; "
+           "FP4 with the MLP kept out: the 24 attention linears, the 4-bit type too), embeddings and lm_head "
+           "unquantized, float32 for None, weights on the right device.")
 
 
 # ----------------------------------------------------------------------------- expected_weight_bytes
