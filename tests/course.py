@@ -106,11 +106,6 @@ class ScratchCourse:
         self._count = 0
         self._graded = {}  # (assignment, sha256 of the notebook) -> (scores, graded notebook JSON)
 
-    def release(self, assignment):
-        """Release `assignment` again, in this course only (the gradebook keeps its other entries)."""
-        nbgrader_ops.generate_release(assignment, self.root)
-        nbgrader_ops.generate_solution(assignment, self.root)
-
     def notebook(self, assignment, step) -> dict:
         """The `step` ("release" or "solution") version of an assignment, as nbgrader generated it."""
         return read_notebook(notebook_path(assignment, step, self.root))

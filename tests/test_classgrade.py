@@ -49,7 +49,6 @@ def test_feedback_and_export_leave_out_the_reference_run_and_strays(tmp_path):
     """`make course` leaves autograded/reference/ (committed) and a `reference` student in the gradebook."""
     course = ScratchCourse(tmp_path)
     nbgrader_ops.submit("ex1_memory", REFERENCE_STUDENT, course.root / "source/ex1_memory/ex1_memory.ipynb", tmp_path)
-    course.release("ex1_memory")
     nbgrader_ops.autograde("ex1_memory", REFERENCE_STUDENT, tmp_path)
     folder = tmp_path / "submitted" / "kim" / "ex1_memory"
     folder.mkdir(parents=True)
