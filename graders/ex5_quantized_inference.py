@@ -17,8 +17,9 @@ from utils.device import pick_compute_dtype, require_cuda
 from utils.memory import free_cuda_memory, measure_cuda_memory
 from utils.models import gpt2_source
 
-N_QUANTIZED = 48  # c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in each of 12 blocks
+N_BLOCKS = 12  # GPT-2 small
 BLOCK_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+N_QUANTIZED = N_BLOCKS * len(BLOCK_LINEARS)  # 48: every block linear
 GPU_MESSAGE = "must be graded on a GPU"
 
 
@@ -173,9 +174,9 @@ def _check_loaded(model, label, bits, quant_type=None, kept=()):
         kind = "Linear8bitLt" if bits == 8 else "Linear4bit"
         wanted = [name for name in BLOCK_LINEARS if name not in kept]
         right = sum(b == bits for b in found.values())
-        if len(found) != 12 * len(wanted) or right != len(found):
-            fail(f"load_quantized({label}) should turn {12 * len(wanted)} of GPT-2's block linears ({wanted} in each "
-                 f"of 12 blocks) into bitsandbytes {kind} layers; found {right} {kind} and {len(found) - right} "
+        if len(found) != N_BLOCKS * len(wanted) or right != len(found):
+            fail(f"load_quantized({label}) should turn {N_BLOCKS * len(wanted)} of GPT-2's block linears ({wanted} in "
+                 f"each of {N_BLOCKS} blocks) into bitsandbytes {kind} layers; found {right} {kind} and {len(found) - right} "
                  "others. Pass the config you are given as quantization_config=config: it says which layers stay "
                  "unquantized too.")
         names = {".".join(n.split(".")[-2:]) for n in found}
@@ -205,7 +206,7 @@ def check_load_quantized(ns):
     fn = lookup(ns, "load_quantized")
     # FP4 rather than the lesson's NF4, and the MLP kept out: a loader that ignores its argument cannot pass by
     # luck. (Keeping the MLP out also spares two thirds of the 4-bit rounding, seconds on a CPU.)
-    mlp = ("mlp.c_fc", "mlp.c_proj")
+    mlp = tuple(name for name in BLOCK_LINEARS if name.startswith("mlp."))
     cases = [("an 8-bit config", reference_config("int8"), 8, None, ()),
              ("an FP4 config keeping the MLP unquantized",
               reference_config("fp4", llm_int8_skip_modules=["lm_head", *mlp]), 4, "fp4", mlp),
@@ -217,7 +218,8 @@ def check_load_quantized(ns):
         del model
         free_cuda_memory()
     passed(f"load_quantized: each config's layers quantized as it asks (8-bit: all {N_QUANTIZED} block linears; "
-           "FP4 with the MLP kept out: the 24 attention linears, the 4-bit type too), embeddings and lm_head "
+           f"FP4 with the MLP kept out: the {N_BLOCKS * (len(BLOCK_LINEARS) - len(mlp))} attention linears, the "
+           "4-bit type too), embeddings and lm_head "
            "unquantized, float32 for None, weights on the right device.")
 
 
@@ -485,7 +487,7 @@ def check_make_qlora_model(ns):
     if not isinstance(full, torch.nn.Module):  # the notebook's own cell did not build it: build it here
         with _quiet():
             full = call(fn, what="make_qlora_model()")
-    _check_qlora(full, "qlora_model = make_qlora_model()", 12)
+    _check_qlora(full, "qlora_model = make_qlora_model()", N_BLOCKS)
     trainable, total = reference_count(full)
     passed(f"make_qlora_model: GPT-2's 48 block linears in NF4 with double quantization, computing in "
            f"{pick_compute_dtype()}, prepared for k-bit training, LoRA r=8 on {list(QLORA_TARGETS)} "
