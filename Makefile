@@ -2,13 +2,17 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null) $(PIP_FIND_LINKS)
 
 .PHONY: course build test test-fast clean
 
+# uv installs the lock in about 45 s where pip takes about 140 (2 cores); pip stays the fallback. uv reads no
+# pip configuration, so pip's find-links (where a machine keeps its torch wheels) is passed on.
 $(VENV)/.installed: requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-lock.txt
+	$(PY) -m pip install --quiet uv==0.13.9 && $(PY) -m uv pip install --quiet --python $(PY) --compile-bytecode \
+	    $(foreach d,$(sort $(FIND_LINKS)),--find-links $(d)) -r requirements-lock.txt \
+	  || $(PY) -m pip install --quiet -r requirements-lock.txt
 	touch $@
 
 course: $(VENV)/.installed  ## the main job: release + solution versions, autograde the reference solutions

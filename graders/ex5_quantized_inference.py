@@ -202,7 +202,9 @@ def _check_device(model, what, cuda_hint):
              + (f"{cuda_hint}." if device == "cuda" else "."))
 
 
-def check_load_quantized(ns):
+def check_load_quantized(ns, int8_model=None):
+    """`int8_model`: what the test cell's own load_quantized(8-bit config) returned, checked here in full rather
+    than loaded again (a second 8-bit load is a second or more on a CPU)."""
     fn = lookup(ns, "load_quantized")
     # FP4 rather than the lesson's NF4, and the MLP kept out: a loader that ignores its argument cannot pass by
     # luck. (Keeping the MLP out also spares two thirds of the 4-bit rounding, seconds on a CPU.)
@@ -212,8 +214,11 @@ def check_load_quantized(ns):
               reference_config("fp4", llm_int8_skip_modules=["lm_head", *mlp]), 4, "fp4", mlp),
              ("None", None, None, None, ())]
     for label, cfg, bits, quant_type, kept in cases:
-        with _quiet():
-            model = call(fn, cfg, what=f"load_quantized({label})")
+        if bits == 8 and int8_model is not None:
+            model = int8_model
+        else:
+            with _quiet():
+                model = call(fn, cfg, what=f"load_quantized({label})")
         _check_loaded(model, label, bits, quant_type, kept)
         del model
         free_cuda_memory()

@@ -147,8 +147,9 @@ def submissions_for(course, assignment: str, kinds: list, names: list, broken_al
 
 STUDENTS = ["ada", "alan", "barbara", "claude", "donald", "edsger", "frances", "grace", "john", "ken", "leslie",
             "margaret"]
-# 30 submissions: 12 of Exercise 1, 12 of Exercise 2, 6 of Exercise 3. The bad kinds go mostly to the cheap
-# exercises (a second of cells each); an Exercise 3 notebook trains GPT-2 for seconds whatever breaks in it.
+# 30 submissions: 12 of Exercise 1, 12 of Exercise 2, 6 of Exercise 4. The bad kinds go mostly to the cheap
+# exercises (a second of cells each); Exercise 4 brings PEFT, and its graded cells run in seconds (Exercise 3's
+# train GPT-2 for longer whatever breaks in them).
 CLASS = {
     "ex1_memory": ["correct", "correct, written differently", "blank", "partial", "partial, two answers",
                    "invalid JSON", "another exercise's notebook", "deleted test cell",
@@ -157,8 +158,8 @@ CLASS = {
     "ex2_quantization": ["correct", "blank", "partial", "partial, two answers", "tampering hides a wrong answer",
                          "infinite loop", "loop that swallows the interrupt", "exhausts memory",
                          "os._exit kills the kernel", "huge output", "kills the grading process", "fork bomb"],
-    "ex3_lora_from_scratch": ["correct", "correct, written differently", "blank", "partial", "sys.exit",
-                              "writes outside its sandbox"],
+    "ex4_peft_finetuning": ["correct", "correct, written differently", "blank", "partial", "sys.exit",
+                            "writes outside its sandbox"],
 }
 
 

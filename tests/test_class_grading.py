@@ -114,7 +114,7 @@ def test_report_lists_every_submission_with_its_notes(graded, tmp_path):
 
 
 def test_a_notebook_cannot_write_outside_its_sandbox(graded):
-    sub, result = submission(graded, "ex3_lora_from_scratch", "writes outside its sandbox")
+    sub, result = submission(graded, "ex4_peft_finetuning", "writes outside its sandbox")
     assert result.score == sub.expected_total
     assert not (ROOT / "graders" / "poisoned.py").exists()
     # the clean room refuses opening the course's files for writing before the read-only mount does;

@@ -3,8 +3,8 @@
 Each exploit rides on a wrong answer it tries to hide; the graded submission must lose exactly that
 answer's points (every other test cell keeps its points) and say why. Honest notebooks that use
 IPython as students do keep full marks with no note and no flag. Many exploits are graded once more
-by `nbgrader autograde` in a Jupyter kernel with the tamper checks off, to show they are real: there,
-they pay.
+by `nbgrader autograde` in a Jupyter kernel with the tamper checks off (the notebook up to the hidden
+answer's test cells), to show they are real: there, they pay.
 """
 import functools
 import json
@@ -72,11 +72,21 @@ def test_no_exploit_pays(exploit):
             assert any(o["output_type"] == "error" for o in cell["outputs"]), cell["outputs"]
 
 
+def _up_to_its_answer(nb: dict, exploit) -> dict:
+    """The notebook up to the last test cell of the answer the exploit hides. What follows can change neither
+    that answer's grade nor whether the exploit hid it, and costs most of a fresh kernel's time (Exercise 1's
+    GPT-2 skeleton imports transformers' model code: 5 s). nbgrader grades the cells it is given."""
+    own = set(cells_grading(nb, exploit.answer))
+    last = max(i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") in own)
+    return {**nb, "cells": nb["cells"][:last + 1]}
+
+
 @pytest.fixture(scope="session")
 def stock_scores(tmp_path_factory) -> dict:
-    """nbgrader's grade (tamper checks off) of every exploit in PAY_WITHOUT_DEFENCES, each notebook in its own
-    kernel as nbgrader runs them: one `nbgrader autograde` for all that leave the course alone; one course each for
-    those that write into the gradebook (they would change every grade recorded after them)."""
+    """nbgrader's grade (tamper checks off) of every exploit in PAY_WITHOUT_DEFENCES, each notebook (up to the
+    hidden answer's last test cell) in its own kernel as nbgrader runs them: one `nbgrader autograde` for all that
+    leave the course alone; one course each for those that write into the gradebook (they would change every
+    grade recorded after them). Scores only for the test cells each notebook has."""
     exploits = [e for e in EXPLOITS if e.name in PAY_WITHOUT_DEFENCES]
     batches = [[e] for e in exploits if e.family == "the gradebook"]
     for assignment in sorted({e.assignment for e in exploits}):
@@ -84,18 +94,23 @@ def stock_scores(tmp_path_factory) -> dict:
     scores = {}
     for batch in filter(None, batches):
         course = ScratchCourse(tmp_path_factory.mktemp("stock"))
-        graded = course.grade_stock(batch[0].assignment, [_submission(e) for e in batch], tamper_checks=False)
-        scores.update({e.name: cells for e, (cells, _) in zip(batch, graded)})
+        notebooks = [_up_to_its_answer(_submission(e), e) for e in batch]
+        graded = course.grade_stock(batch[0].assignment, notebooks, tamper_checks=False)
+        for e, nb, (cells, _) in zip(batch, notebooks, graded):
+            kept = {c["metadata"]["nbgrader"]["grade_id"] for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade")}
+            scores[e.name] = {g: points for g, points in cells.items() if g in kept}
     return scores
 
 
 @pytest.mark.xdist_group("redteam-stock")
 @pytest.mark.parametrize("name", PAY_WITHOUT_DEFENCES)
 def test_the_exploits_are_real(stock_scores, name):
-    """With the tamper checks off, these hide their wrong answer from nbgrader completely: full marks."""
+    """With the tamper checks off, these hide their wrong answer from nbgrader completely: full marks, the hidden
+    answer's test cells included."""
     exploit = next(e for e in EXPLOITS if e.name == name)
     scores = stock_scores[name]
-    assert scores.keys() == _points(exploit.assignment).keys()
+    lost = set(cells_grading(read_notebook(notebook_path(exploit.assignment)), exploit.answer))
+    assert lost and lost <= scores.keys() <= _points(exploit.assignment).keys(), (lost, scores)
     assert all(score == max_score for score, max_score in scores.values()), scores
 
 
