@@ -7,12 +7,13 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 .PHONY: course build test test-fast clean
 
 # uv installs the lock in about 45 s where pip takes about 140 (2 cores); pip stays the fallback. uv reads no
-# pip configuration, so pip's find-links (where a machine keeps its torch wheels) is passed on.
+# pip configuration, so pip's find-links (where a machine keeps its torch wheels) is passed on. The lock is
+# complete (a freeze), hence --no-deps: see its header for the one dependency left out on purpose.
 $(VENV)/.installed: requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv==0.13.9 && $(PY) -m uv pip install --quiet --python $(PY) --compile-bytecode \
+	$(PY) -m pip install --quiet uv==0.13.9 && $(PY) -m uv pip install --quiet --python $(PY) --compile-bytecode --no-deps \
 	    $(foreach d,$(sort $(FIND_LINKS)),--find-links $(d)) -r requirements-lock.txt \
-	  || $(PY) -m pip install --quiet -r requirements-lock.txt
+	  || $(PY) -m pip install --quiet --no-deps -r requirements-lock.txt
 	touch $@
 
 course: $(VENV)/.installed  ## the main job: release + solution versions, autograde the reference solutions

@@ -6,6 +6,7 @@ CPU-gradable; the `test_cuda_` checks stop at once on a machine without CUDA."""
 import contextlib
 import functools
 import logging
+import os
 import random
 import tempfile
 import warnings
@@ -88,6 +89,11 @@ def reference_expected_weight_bytes(model) -> float:
 
 
 @functools.cache
+def _checkpoints() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="ex5-grader-")  # removed when the kernel ends, not left in /tmp
+
+
+@functools.cache
 def small_checkpoint(seed: int) -> tuple:
     """A random small GPT-2 saved to disk (so it loads, and quantizes, like the real one)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -95,7 +101,7 @@ def small_checkpoint(seed: int) -> tuple:
     n_head = rng.choice([2, 4])
     config = GPT2Config(n_embd=64 * rng.choice([1, 2]), n_head=n_head, n_layer=rng.randint(1, 3),
                         vocab_size=rng.randint(64, 512), n_positions=64, bos_token_id=0, eos_token_id=0)
-    path = tempfile.mkdtemp(prefix="ex5-grader-")
+    path = os.path.join(_checkpoints().name, str(seed))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         GPT2LMHeadModel(config).save_pretrained(path)

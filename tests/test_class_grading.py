@@ -5,6 +5,7 @@ it derives; since all 30 are graded together, a broken, hanging or hostile noteb
 other's grade would fail that other's test."""
 import csv
 import html
+import json
 import re
 import types
 
@@ -125,9 +126,16 @@ def test_a_notebook_cannot_write_outside_its_sandbox(graded):
 
 @pytest.mark.parametrize("assignment", list(fake_class.TAMPERING))
 def test_without_the_integrity_check_the_tampering_would_have_paid(graded, assignment):
-    """Proof that the tampering submissions test something: with the check off they score more."""
+    """Proof that the tampering submissions test something: with the check off, the wrong answer's test cells
+    score. Graded up to the last of them (what follows changes none of their grades, and costs seconds)."""
     sub, result = submission(graded, assignment, "tampering hides a wrong answer")
-    job = worker.Job(sub.student, assignment, sub.data, kernel.make_template(assignment),
-                      sandbox.Limits(cell_timeout=20, memory_mb=4000, integrity=False, engine="kernel"))
+    hidden = [g for g, points in sub.expected.items() if points == 0]  # the wrong answer's cells, zero here
+    assert hidden and all(result.scores[g][0] == 0 for g in hidden) and result.score == sub.expected_total
+    nb = json.loads(sub.data)
+    last = max(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") in hidden)
+    job = worker.Job(sub.student, assignment, json.dumps({**nb, "cells": nb["cells"][:last + 1]}).encode(),
+                     kernel.make_template(assignment),
+                     sandbox.Limits(cell_timeout=20, memory_mb=4000, integrity=False, engine="kernel"))
     unguarded = worker.grade_one(job)
-    assert unguarded.status == "graded" and unguarded.score > result.score == sub.expected_total
+    assert unguarded.status == "graded", unguarded.notes
+    assert all(unguarded.scores[g][0] == unguarded.scores[g][1] > 0 for g in hidden), unguarded.scores

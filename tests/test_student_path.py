@@ -5,6 +5,7 @@ a step older still, so setup must upgrade it); the course is published and clone
 standing in for GitHub (git's url.<base>.insteadOf, so the setup cell runs unchanged); then every
 release notebook, with its answers filled in, runs top to bottom in its own empty folder and fresh
 kernel, as Colab's Run all does on a CPU runtime."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -29,10 +30,22 @@ def venv_python(venv: pathlib.Path) -> str:
     return str(venv / "bin" / "python")
 
 
-def pip(venv, *args, env=None):
-    # --no-compile: pip would byte-compile all of torch (most of the install's time); the runs compile what they import
-    done = subprocess.run([venv_python(venv), "-m", "pip", "install", "--quiet", "--no-compile", *args], capture_output=True,
-                          text=True, env=env)
+def _find_links() -> list:
+    """Where this machine's pip finds wheels (torch's CPU build, here): uv reads no pip configuration."""
+    configured = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                                capture_output=True, text=True).stdout
+    return sorted(set((configured + " " + os.environ.get("PIP_FIND_LINKS", "")).split()))
+
+
+def install(venv, *requirements):
+    """The fresh environment's packages: with uv where the checkout has it (`make` installs it: seconds), else
+    pip. Neither byte-compiles all of torch; the runs compile what they import."""
+    if importlib.util.find_spec("uv"):
+        command = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", venv_python(venv),
+                   *[f"--find-links={link}" for link in _find_links()], *requirements]
+    else:
+        command = [venv_python(venv), "-m", "pip", "install", "--quiet", "--no-compile", *requirements]
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -64,7 +77,7 @@ def student_run(tmp_path_factory):
     floors = [f"{dist}=={version}" for dist, version in colab_setup.FLOORS.items() if dist != UPGRADED[0]]
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip(venv, TORCH, *floors, f"{UPGRADED[0]}=={UPGRADED[1]}", *JUPYTER)
+    install(venv, TORCH, *floors, f"{UPGRADED[0]}=={UPGRADED[1]}", *JUPYTER)
     torch_before = subprocess.run([venv_python(venv), "-c", "import torch; print(torch.__version__)"],
                                   capture_output=True, text=True).stdout.strip()
 
