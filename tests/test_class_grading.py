@@ -15,7 +15,7 @@ from instructor import nbgrader_ops
 from instructor.grading import collect, export, feedback, kernel, sandbox, schedule, worker
 from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 from tests import fake_class
-from tests.course import ScratchCourse
+from tests.course import ScratchCourse, up_to_last_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("class-of-30")]  # one worker grades the class, once
 LIMITS = sandbox.Limits(cell_timeout=20, notebook_timeout=600, memory_mb=4000)
@@ -131,9 +131,7 @@ def test_without_the_integrity_check_the_tampering_would_have_paid(graded, assig
     sub, result = submission(graded, assignment, "tampering hides a wrong answer")
     hidden = [g for g, points in sub.expected.items() if points == 0]  # the wrong answer's cells, zero here
     assert hidden and all(result.scores[g][0] == 0 for g in hidden) and result.score == sub.expected_total
-    nb = json.loads(sub.data)
-    last = max(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") in hidden)
-    job = worker.Job(sub.student, assignment, json.dumps({**nb, "cells": nb["cells"][:last + 1]}).encode(),
+    job = worker.Job(sub.student, assignment, json.dumps(up_to_last_of(json.loads(sub.data), hidden)).encode(),
                      kernel.make_template(assignment),
                      sandbox.Limits(cell_timeout=20, memory_mb=4000, integrity=False, engine="kernel"))
     unguarded = worker.grade_one(job)

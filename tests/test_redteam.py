@@ -12,8 +12,8 @@ import json
 import pytest
 
 from instructor.grading import sandbox, worker
-from instructor.course.notebooks import notebook_path, read_notebook
-from tests.course import ScratchCourse, answers_module, cells_grading, with_cell
+from instructor.course.notebooks import grade_cells, notebook_path, read_notebook
+from tests.course import ScratchCourse, answers_module, cells_grading, up_to_last_of, with_cell
 from tests.fake_class import _add_cell
 from tests.redteam import EXPLOITS, HONEST
 
@@ -27,7 +27,6 @@ PAY_WITHOUT_DEFENCES = [e.name for e in EXPLOITS if e.pays_in_a_plain_kernel]
 
 @functools.cache
 def _points(assignment) -> dict:
-    from instructor.course.notebooks import grade_cells
     return {g: float(p) for g, p in grade_cells(read_notebook(notebook_path(assignment))).items()}
 
 
@@ -72,15 +71,6 @@ def test_no_exploit_pays(exploit):
             assert any(o["output_type"] == "error" for o in cell["outputs"]), cell["outputs"]
 
 
-def _up_to_its_answer(nb: dict, exploit) -> dict:
-    """The notebook up to the last test cell of the answer the exploit hides. What follows can change neither
-    that answer's grade nor whether the exploit hid it, and costs most of a fresh kernel's time (Exercise 1's
-    GPT-2 skeleton imports transformers' model code: 5 s). nbgrader grades the cells it is given."""
-    own = set(cells_grading(nb, exploit.answer))
-    last = max(i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") in own)
-    return {**nb, "cells": nb["cells"][:last + 1]}
-
-
 @pytest.fixture(scope="session")
 def stock_scores(tmp_path_factory) -> dict:
     """nbgrader's grade (tamper checks off) of every exploit in PAY_WITHOUT_DEFENCES, each notebook (up to the
@@ -94,11 +84,11 @@ def stock_scores(tmp_path_factory) -> dict:
     scores = {}
     for batch in filter(None, batches):
         course = ScratchCourse(tmp_path_factory.mktemp("stock"))
-        notebooks = [_up_to_its_answer(_submission(e), e) for e in batch]
+        # up to the hidden answer's last test cell (Exercise 1's GPT-2 skeleton, after it, imports transformers: 5 s)
+        notebooks = [up_to_last_of(nb, cells_grading(nb, e.answer)) for e, nb in ((e, _submission(e)) for e in batch)]
         graded = course.grade_stock(batch[0].assignment, notebooks, tamper_checks=False)
         for e, nb, (cells, _) in zip(batch, notebooks, graded):
-            kept = {c["metadata"]["nbgrader"]["grade_id"] for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade")}
-            scores[e.name] = {g: points for g, points in cells.items() if g in kept}
+            scores[e.name] = {g: points for g, points in cells.items() if g in grade_cells(nb)}
     return scores
 
 
