@@ -9,6 +9,10 @@ import pytest
 
 from instructor.grading.kernel import GuardedExecute, imported_modules
 
+# Mostly waiting on kernels (start, interrupt, shutdown): one unit of work, which xdist hands out early (the
+# biggest units first), so the waits overlap the CPU-heavy groups instead of ending the run on idle cores.
+pytestmark = pytest.mark.xdist_group("guarded-execute")
+
 BEFORE, AFTER = "x = 41", "print('after', x + 1)"
 
 
