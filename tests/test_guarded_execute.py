@@ -124,3 +124,28 @@ def test_a_library_on_pythonpath_may_patch_torch(tmp_path, monkeypatch):
                       check_integrity=True, timeout=60)
     assert report["integrity"] == "armed" and not report["removed"], report
     assert texts(out.cells[2]) == "after 42\n"
+
+
+def test_process_tree_finds_what_psutil_finds():
+    """The watchdogs' cheap listing of a process tree: children of the main thread and of another thread,
+    grandchildren, and nothing once the tree is gone."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from instructor.grading.kernel import _kill_tree, process_tree
+    code = ("import subprocess, threading, time\n"
+            "subprocess.Popen(['sh', '-c', 'sleep 60 & wait'])\n"
+            "threading.Thread(target=lambda: subprocess.Popen(['sleep', '60'])).start()\n"
+            "time.sleep(60)\n")
+    root = psutil.Process(subprocess.Popen([sys.executable, "-c", code]).pid)
+    deadline = time.monotonic() + 10
+    while len(root.children(recursive=True)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    expected = {p.pid for p in root.children(recursive=True)}
+    assert len(expected) == 3 and {p.pid for p in process_tree(root)} == expected
+    _kill_tree(root)
+    root.wait(10)
+    assert process_tree(root) == []

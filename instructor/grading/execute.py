@@ -28,7 +28,8 @@ import tempfile
 import threading
 import time
 
-from instructor.grading.kernel import _kill_tree, _tree_memory, describe_cell, imported_modules, limit_breach
+from instructor.grading.kernel import (_kill_tree, _tree_memory, describe_cell, imported_modules, limit_breach,
+                                      process_tree)
 from instructor.grading.sandbox import UNSHARE, own_folders
 from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
 
@@ -261,7 +262,7 @@ class ForkServer:
     def _job_processes(self) -> list:
         import psutil
         try:
-            return psutil.Process(self.server_pid).children(recursive=True)
+            return process_tree(psutil.Process(self.server_pid))
         except psutil.Error:
             return []
 
