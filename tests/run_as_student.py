@@ -25,7 +25,7 @@ def run(path: pathlib.Path) -> dict:
     start = time.perf_counter()
     error = None
     try:
-        NotebookClient(nb, timeout=900, kernel_name="python3",
+        NotebookClient(nb, timeout=900, kernel_name="python3", shutdown_kernel="immediate",  # nothing waits on its exit
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     except CellExecutionError as failure:
         error = str(failure)[-4000:]
