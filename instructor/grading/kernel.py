@@ -161,10 +161,7 @@ def _kill_tree(root) -> None:
             except psutil.NoSuchProcess:
                 pass
             frozen.add(proc)
-        try:
-            found = [p for p in process_tree(root) if p not in frozen]
-        except psutil.NoSuchProcess:
-            break
+        found = [p for p in process_tree(root) if p not in frozen]  # [] once root is gone
     for proc in frozen:
         try:
             proc.kill()
@@ -352,11 +349,7 @@ class GuardedExecute(Execute):
 
     def _over_limit(self, kernel):
         """Why the kernel's process tree breaks a limit (None if it does not); records peak memory."""
-        import psutil
-        try:
-            procs = [kernel, *process_tree(kernel)]
-        except psutil.NoSuchProcess:
-            return None
+        procs = [kernel, *process_tree(kernel)]  # a kernel that is gone holds nothing and breaks no limit
         held = _tree_memory(procs)
         self._report["peak_memory_mb"] = max(self._report["peak_memory_mb"], round(held / 2**20, 1))
         return limit_breach(procs, held, self.max_processes, self.memory_limit_mb)
