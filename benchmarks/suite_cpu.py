@@ -44,10 +44,9 @@ def sample(seen: dict, busy: collections.Counter, start: float, me: int, before:
         if info["pid"] == me or not info["cpu_times"]:
             continue
         cpu = info["cpu_times"].user + info["cpu_times"].system
-        if info["pid"] not in seen:  # a new process's time so far counts too; an old one's only from now
-            seen[info["pid"]] = {"first": cpu, "cpu": 0.0 if info["pid"] not in before else cpu,
-                                 "kind": kind(info["cmdline"] or [])}
-        entry = seen[info["pid"]]
+        # a new process's time so far counts too; an old one's only from now
+        entry = seen.setdefault(info["pid"], {"first": cpu, "cpu": cpu if info["pid"] in before else 0.0,
+                                              "kind": kind([])})
         busy[minute] += max(0.0, cpu - entry["cpu"])
         entry["cpu"] = cpu
         if info["cmdline"]:  # the latest: a process that execs (the jail becomes a fork server) is what it became
@@ -79,7 +78,8 @@ def main() -> int:
     for label, spent in by_kind.most_common():
         if spent >= 1:
             print(f"  {spent:7.0f} s  {count[label]:5d} processes  {label}")
-    print("busy cores, minute by minute:", " ".join(f"{100 * busy[m] / (60 * cores):.0f}%" for m in sorted(busy)))
+    span = {m: min(60.0, wall - 60 * m) for m in busy}  # the last minute is only as long as what was left of it
+    print("busy cores, minute by minute:", " ".join(f"{100 * busy[m] / (span[m] * cores):.0f}%" for m in sorted(busy)))
     return child.returncode
 
 
