@@ -683,16 +683,9 @@ def serve(sock_fd: int) -> None:
         _integrity.load_course(setup["preload"])
         import IPython.core.inputtransformer2  # noqa: F401
         import IPython.display  # noqa: F401
-        import torch
-        if torch.cuda.is_initialized():
-            raise RuntimeError("CUDA was initialized while importing: the fork server's children could not use it")
-        # What was imported lives as long as the server: out of the collector's sight, a full collection in a
-        # child walks only the notebook's own objects (0.4 s -> microseconds with transformers loaded, and
-        # graders collect after each model they load), and never writes to, so never copies, the shared pages.
-        gc.collect()
-        gc.freeze()
+        _settle()
         _reply(sock, {"ready": True})
-    except BaseException as error:  # noqa: BLE001 - tell the worker, which falls back or reports it
+    except BaseException as error:  # noqa: BLE001 - tell the worker, which reports it
         _reply(sock, {"ready": False, "error": f"{type(error).__name__}: {error}"})
         return
     while True:
@@ -700,6 +693,15 @@ def serve(sock_fd: int) -> None:
         if received is None:
             return
         job, fds = received
+        if "warm" in job:  # the course's libraries for an assignment (the worker's list, never a submission's)
+            try:
+                _integrity.load_course(job["warm"])
+                _settle()
+                _reply(sock, {"warmed": True})
+                continue
+            except BaseException as error:  # noqa: BLE001 - tell the worker, which starts a server without them
+                _reply(sock, {"warmed": False, "error": f"{type(error).__name__}: {error}"})
+                return
         if not fds:
             _reply(sock, {"exit": None, "error": "no verdict pipe"})
             continue
@@ -717,6 +719,18 @@ def serve(sock_fd: int) -> None:
         status = os.waitpid(pid, 0)[1]
         _clear_leftovers(pid)
         _reply(sock, {"exit": os.waitstatus_to_exitcode(status)})
+
+
+def _settle() -> None:
+    """After the server imports: check CUDA is untouched, and put what was imported out of the collector's sight."""
+    import torch
+    if torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialized while importing: the fork server's children could not use it")
+    # What was imported lives as long as the server: out of the collector's sight, a full collection in a
+    # child walks only the notebook's own objects (0.4 s -> microseconds with transformers loaded, and
+    # graders collect after each model they load), and never writes to, so never copies, the shared pages.
+    gc.collect()
+    gc.freeze()
 
 
 def _subreaper() -> None:

@@ -14,6 +14,7 @@ fails. Each reason is reported.
 import atexit
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -31,8 +32,10 @@ import time
 from instructor.grading.kernel import (_kill_tree, _tree_memory, describe_cell, imported_modules, limit_breach,
                                       process_tree)
 from instructor.grading.sandbox import UNSHARE, own_folders
-from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+from instructor.course.notebooks import ROOT, notebook_path, read_notebook
 
+# What every fork server imports at its start (with every grader, and through them transformers' GPT-2); each
+# assignment's other libraries come with its first job (course_imports): bitsandbytes and PEFT cost seconds.
 PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup"]
 SERVER = ("import sys; sys.path.insert(0, {root!r}); "
           "from instructor.grading.cleanroom import serve; serve(int(sys.argv[1]))")
@@ -153,11 +156,11 @@ class CudaAtImport(ForkServerBroken):
     """Importing a library initialized CUDA in the server: its children could not use the GPU."""
 
 
-def start_server(assignment: str, env: dict, isolation: str) -> "ForkServer":
-    try:
-        return ForkServer(assignment, env, isolation)
-    except CudaAtImport:  # each notebook then imports the rest itself (bitsandbytes, say): slower, correct
-        return ForkServer(assignment, env, isolation, basic=True)
+@functools.cache
+def course_imports(assignment: str) -> tuple:
+    """What the instructor's notebook of `assignment` imports: a fork server imports it once, before the
+    first job of that assignment forks (never what a submission names: that is imported in the job's child)."""
+    return tuple(imported_modules(read_notebook_node(assignment)))
 
 
 class ForkServer:
@@ -165,7 +168,7 @@ class ForkServer:
     jail of its own, with what grading imports already imported; each notebook then runs in a child it
     forks, in a folder of its own that is wiped afterwards. A start costs seconds; a fork, milliseconds."""
 
-    def __init__(self, assignment: str, env: dict, isolation: str, basic: bool = False):
+    def __init__(self, assignment: str, env: dict, isolation: str):
         import socket
         self.isolation, self.alive = isolation, True
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"cleanroom-{assignment}-"))
@@ -183,14 +186,13 @@ class ForkServer:
                                         start_new_session=True)
         theirs.close()
         self.pending = b""  # what the server sent beyond the last whole line
-        preload = PRELOAD if basic else list(dict.fromkeys(
-            PRELOAD + [m for a in ASSIGNMENTS for m in imported_modules(read_notebook_node(a))]))
-        self._send({"path": [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], "preload": preload})
+        self.warmed = set(PRELOAD)
+        self._send({"path": [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], "preload": PRELOAD})
         ready = self._reply(timeout=300)
         if not ready or not ready.get("ready"):
             error = (ready or {}).get("error") or self._log_tail() or "the fork server did not start"
             self.close()
-            raise (CudaAtImport if "CUDA was initialized" in error else ForkServerBroken)(error)
+            raise ForkServerBroken(error)
         self.server_pid = self._server_pid()
 
     def _server_pid(self) -> int:
@@ -205,6 +207,25 @@ class ForkServer:
                 return children[0].pid
             time.sleep(0.01)
         raise ForkServerBroken("the fork server's process was not found")
+
+    def warm(self, modules) -> None:
+        """Import `modules` in the server (once each), so every later child has them: PEFT and bitsandbytes
+        cost seconds, and only Exercises 4 and 5 import them. Raises CudaAtImport if that initialized CUDA
+        (the server then quits: its children could not use the GPU)."""
+        missing = [m for m in modules if m not in self.warmed]
+        if not missing:
+            return
+        try:
+            self._send({"warm": missing})
+        except OSError as error:
+            self.alive = False
+            raise ForkServerBroken(f"the fork server is gone ({error})")
+        reply = self._reply(timeout=300) or {}
+        if not reply.get("warmed"):
+            self.alive = False
+            error = reply.get("error") or self._log_tail() or "the fork server stopped while importing"
+            raise (CudaAtImport if "CUDA was initialized" in error else ForkServerBroken)(error)
+        self.warmed.update(missing)
 
     def _log_tail(self) -> str:
         self.log.flush()
@@ -332,6 +353,7 @@ class _Pool:
 
     def __init__(self):
         self.idle, self.lock = {}, threading.Lock()
+        self.cold = set()  # keys whose servers must not import the course's libraries (they initialize CUDA)
         atexit.register(self.close)
 
     @contextlib.contextmanager
@@ -341,7 +363,17 @@ class _Pool:
             free = self.idle.get(key, [])
             server = free.pop() if free else None
         if server is None or not server.alive:
-            server = start_server(assignment, env, isolation)
+            server = ForkServer(assignment, env, isolation)
+        if key not in self.cold:
+            try:
+                server.warm(course_imports(assignment))
+            except CudaAtImport:  # from now on each notebook imports the rest itself: slower, correct
+                self.cold.add(key)
+                server.close()
+                server = ForkServer(assignment, env, isolation)
+            except ForkServerBroken:
+                server.close()
+                raise
         try:
             yield server
         finally:
