@@ -14,10 +14,12 @@ the student's feedback, and what cannot be graded is rejected with a reason inst
 Code that reaches for the grading machinery (`graders`, `sys.modules`, `builtins`...) is flagged
 for the instructor; it is not penalised here (instructor/grading/kernel.py deals with what it does).
 """
+import contextlib
 import copy
 import dataclasses
 import json
 import re
+import threading
 import warnings
 
 import nbformat
@@ -28,6 +30,18 @@ MAX_BYTES = 64 * 2**20
 HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.S)
 REACHES_FOR_GRADING = re.compile(r"\b(graders|gradebook|_integrity|sys\.modules|builtins|ctypes|set_custom_exc|"
                                  r"__import__|importlib)\b")
+
+
+_QUIET = threading.Lock()
+
+
+@contextlib.contextmanager
+def quietly():
+    """Warnings off, one thread at a time: catch_warnings() swaps a process-wide list of filters, so a worker
+    thread leaving it while the main thread is inside would drop the main thread's filters."""
+    with _QUIET, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @dataclasses.dataclass
@@ -72,8 +86,7 @@ def _parse(data: bytes):
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         return None, "the file is JSON but not a Jupyter notebook (it has no list of cells)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # missing cell ids and such: normalize() fixes them
+        with quietly():  # missing cell ids and such: normalize() fixes them
             nb = nbformat.reads(text, as_version=4)
             nbformat.validator.normalize(nb)
             nbformat.validate(nb)

@@ -18,12 +18,11 @@ import queue
 import shutil
 import subprocess
 import time
-import warnings
 
 import nbformat
 
 from instructor import nbgrader_ops
-from instructor.grading import kernel, merge, sandbox, worker
+from instructor.grading import intake, kernel, merge, sandbox, worker
 from instructor.course.notebooks import REFERENCE_STUDENT, ROOT, cuda_test_cells, notebook_path
 
 
@@ -86,8 +85,7 @@ def record(result: worker.Result, root=ROOT) -> None:
     else:
         text = result.notebook
     (folder / f"{result.assignment}.ipynb").write_text(text, encoding="utf-8")
-    with nbgrader_ops.gradebook(root) as gb, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy session warnings, harmless here
+    with nbgrader_ops.gradebook(root) as gb, intake.quietly():  # nbgrader's SQLAlchemy session warnings: harmless
         gb.update_or_create_student(result.student)
         gb.update_or_create_submission(result.assignment, result.student)
         notebook = gb.find_submission_notebook(result.assignment, result.assignment, result.student)
