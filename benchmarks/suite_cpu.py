@@ -21,7 +21,7 @@ import psutil
 PYTEST = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q", "-rs"]
 KINDS = [  # (label, a piece of the command line), first match wins
     ("Jupyter kernels (stock nbgrader, the kernel engine, the student path)", "ipykernel"),
-    ("fork servers and their grading children (the clean room)", "cleanroom import serve"),
+    ("fork servers (their imports; their children are below)", "cleanroom import serve"),
     ("nbgrader commands", "nbgrader"),
     ("instructor commands", "-m instructor"),
     ("pip and uv (the student path's venv)", " pip "),
@@ -32,14 +32,19 @@ KINDS = [  # (label, a piece of the command line), first match wins
 ]
 
 
-def kind(cmdline: list) -> str:
+SERVER = KINDS[1][0]
+GRADING = "clean-room gradings (fork-server children: the notebooks' cells)"
+
+
+def kind(cmdline: list, parent_kind: str = "") -> str:
     text = " ".join(cmdline)
-    return next((label for label, piece in KINDS if piece in text), "other: " + " ".join(cmdline[:2])[-50:])
+    label = next((label for label, piece in KINDS if piece in text), "other: " + " ".join(cmdline[:2])[-50:])
+    return GRADING if label == SERVER and parent_kind in (SERVER, GRADING) else label  # a fork keeps the command
 
 
 def sample(seen: dict, busy: collections.Counter, start: float, me: int, before: set) -> None:
     minute = int((time.monotonic() - start) // 60)
-    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "cpu_times"]):
         info = proc.info
         if info["pid"] == me or not info["cpu_times"]:
             continue
@@ -50,7 +55,7 @@ def sample(seen: dict, busy: collections.Counter, start: float, me: int, before:
         busy[minute] += max(0.0, cpu - entry["cpu"])
         entry["cpu"] = cpu
         if info["cmdline"]:  # the latest: a process that execs (the jail becomes a fork server) is what it became
-            entry["kind"] = kind(info["cmdline"])
+            entry["kind"] = kind(info["cmdline"], seen.get(info["ppid"], {}).get("kind", ""))
 
 
 def main() -> int:
