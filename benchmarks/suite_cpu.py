@@ -36,10 +36,11 @@ SERVER = KINDS[1][0]
 GRADING = "clean-room gradings (fork-server children: the notebooks' cells)"
 
 
-def kind(cmdline: list, parent_kind: str = "") -> str:
+def kind(cmdline: list, parent_cmdline: list = ()) -> str:
     text = " ".join(cmdline)
     label = next((label for label, piece in KINDS if piece in text), "other: " + " ".join(cmdline[:2])[-50:])
-    return GRADING if label == SERVER and parent_kind in (SERVER, GRADING) else label  # a fork keeps the command
+    # a forked child keeps its server's command line (the server's own parent, `unshare`, has another one)
+    return GRADING if label == SERVER and list(parent_cmdline) == list(cmdline) else label
 
 
 def sample(seen: dict, busy: collections.Counter, start: float, me: int, before: set) -> None:
@@ -55,7 +56,8 @@ def sample(seen: dict, busy: collections.Counter, start: float, me: int, before:
         busy[minute] += max(0.0, cpu - entry["cpu"])
         entry["cpu"] = cpu
         if info["cmdline"]:  # the latest: a process that execs (the jail becomes a fork server) is what it became
-            entry["kind"] = kind(info["cmdline"], seen.get(info["ppid"], {}).get("kind", ""))
+            entry["cmdline"] = info["cmdline"]
+            entry["kind"] = kind(info["cmdline"], seen.get(info["ppid"], {}).get("cmdline", ()))
 
 
 def main() -> int:
