@@ -78,8 +78,7 @@ def student_run(tmp_path_factory):
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install(venv, TORCH, *floors, f"{UPGRADED[0]}=={UPGRADED[1]}", *JUPYTER)
-    torch_before = subprocess.run([venv_python(venv), "-c", "import torch; print(torch.__version__)"],
-                                  capture_output=True, text=True).stdout.strip()
+    torch_before = installed_version(venv, "torch")
 
     # the upgrade may take any version at or above the floor; the test holds it at the floor itself
     cap = work / "cap.txt"
@@ -107,12 +106,15 @@ def student_run(tmp_path_factory):
                           capture_output=True, text=True, env=env, cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
     print(done.stdout)
-    torch_after = subprocess.run([venv_python(venv), "-c", "import torch; print(torch.__version__)"],
-                                 capture_output=True, text=True).stdout.strip()
-    return {"results": json.loads(results.read_text()), "work": work, "torch": (torch_before, torch_after),
-            "versions": {dist: subprocess.run([venv_python(venv), "-c", f"import importlib.metadata as m; "
-                                               f"print(m.version('{dist}'))"], capture_output=True,
-                                              text=True).stdout.strip() for dist in colab_setup.FLOORS}}
+    return {"results": json.loads(results.read_text()), "work": work,
+            "torch": (torch_before, installed_version(venv, "torch")),
+            "versions": {dist: installed_version(venv, dist) for dist in colab_setup.FLOORS}}
+
+
+def installed_version(venv, dist: str) -> str:
+    """The version pip recorded for `dist` in the venv (its metadata: importing torch to ask costs 3 s)."""
+    return subprocess.run([venv_python(venv), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def outputs(work, assignment) -> list:
