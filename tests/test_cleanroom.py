@@ -21,15 +21,16 @@ def notebook(*sources, test_at=None):
     return nb
 
 
-def judge(tmp_path, *sources, test_at=-1, isolation=None, **limits):
-    """Run `sources` (the cell at test_at is the test cell: CHECK) in the clean room; its Verdicts."""
+def judge(tmp_path, *sources, test_at=-1, isolation=None, assignment="ex1_memory", **limits):
+    """Run `sources` (the cell at test_at is the test cell: CHECK) in the clean room, as a notebook of
+    `assignment`; its Verdicts."""
     sources = list(sources)
     test_at = test_at % len(sources)
     nb = notebook(*sources, test_at=test_at)
     settings = sandbox.Limits(**{"cell_timeout": 20, "notebook_timeout": 120, "memory_mb": 3000, **limits})
     isolation = isolation or ("namespaces" if sandbox.namespaces_available() else "process")
     env = {**os.environ, "PYTHONPATH": sandbox.pythonpath()}
-    return execute.verdicts(nb, "ex1_memory", pathlib.Path(tmp_path), env, settings, isolation,
+    return execute.verdicts(nb, assignment, pathlib.Path(tmp_path), env, settings, isolation,
                               tests={"test_answer": CHECK})
 
 
@@ -48,6 +49,29 @@ def test_cells_after_the_last_graded_one_are_not_run_unless_asked(tmp_path):
     assert graded.cells[2].outputs[0]["text"] == merge.NOT_RUN and graded.cells[2].execution_count is None
     ran = judge(tmp_path, *sources, test_at=1, trailing_cells=True)
     assert ran.passed == {"test_answer": True} and "trailing" in str(ran.outputs[2])
+
+
+def test_a_server_imports_an_exercise_s_libraries_before_its_first_notebook(tmp_path, monkeypatch):
+    """The list is the instructor's notebook's (course_imports): Exercise 1 names neither bitsandbytes nor PEFT,
+    so its server never imports them; Exercise 5 names both, so the same server imports them once and its
+    children inherit them (where that import initializes CUDA, the pool leaves it to each child instead).
+    The graded notebooks import nothing themselves: what their cell sees is what the child inherited."""
+    heavy = {"bitsandbytes", "peft"}
+    assert heavy <= set(execute.course_imports("ex5_quantized_inference"))
+    assert not heavy & set(execute.course_imports("ex1_memory"))
+    monkeypatch.setattr(execute, "POOL", execute._Pool())  # fresh servers: none has graded Exercise 5 yet
+    neither = f"import sys\nanswer = 42 if not {heavy!r} & set(sys.modules) else 0"
+    both = f"import sys\nanswer = 42 if {heavy!r} <= set(sys.modules) else 0"
+    try:
+        ex1 = judge(tmp_path, neither, CHECK)
+        ex5 = judge(tmp_path, both, CHECK, assignment="ex5_quantized_inference")
+        cold = bool(execute.POOL.cold)
+        again = judge(tmp_path, both, CHECK)  # Exercise 1 again, on the same server: it keeps what it imported
+    finally:
+        execute.POOL.close()
+    assert ex1.passed == {"test_answer": True}, ex1.why
+    assert ex5.passed == {"test_answer": not cold}, ex5.why
+    assert again.passed == {"test_answer": not cold}, again.why
 
 
 def test_the_test_cell_is_the_course_s_not_the_submission_s(tmp_path):
