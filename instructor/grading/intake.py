@@ -32,7 +32,7 @@ REACHES_FOR_GRADING = re.compile(r"\b(graders|gradebook|_integrity|sys\.modules|
                                  r"__import__|importlib)\b")
 
 
-_QUIET = threading.Lock()
+_QUIET = threading.RLock()  # re-entrant: quietly() inside quietly() must not wait for itself
 
 
 @contextlib.contextmanager
