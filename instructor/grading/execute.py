@@ -215,11 +215,7 @@ class ForkServer:
         missing = [m for m in modules if m not in self.warmed]
         if not missing:
             return
-        try:
-            self._send({"warm": missing})
-        except OSError as error:
-            self.alive = False
-            raise ForkServerBroken(f"the fork server is gone ({error})")
+        self._send({"warm": missing})
         reply = self._reply(timeout=300) or {}
         if not reply.get("warmed"):
             self.alive = False
@@ -236,8 +232,12 @@ class ForkServer:
         import socket
         import struct
         data = json.dumps(message).encode()
-        socket.send_fds(self.sock, [struct.pack("!I", len(data))], list(fds))
-        self.sock.sendall(data)
+        try:
+            socket.send_fds(self.sock, [struct.pack("!I", len(data))], list(fds))
+            self.sock.sendall(data)
+        except OSError as error:
+            self.alive = False
+            raise ForkServerBroken(f"the fork server is gone ({error})")
 
     def _reply(self, timeout: float):
         """The server's next message, or None after `timeout` s; {"gone": True} once it has closed."""
@@ -266,10 +266,9 @@ class ForkServer:
         read_fd, write_fd = os.pipe()
         try:
             self._send({**job, "key": key.hex()}, [write_fd])
-        except OSError as error:
+        except ForkServerBroken:
             os.close(read_fd)
-            self.alive = False
-            raise ForkServerBroken(f"the fork server is gone ({error})")
+            raise
         finally:
             os.close(write_fd)
         # each cell may show max_output_bytes (JSON can double it), and the records need a little besides
