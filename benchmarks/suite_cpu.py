@@ -19,9 +19,11 @@ import time
 import psutil
 
 PYTEST = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q", "-rs"]
+SERVER = "fork servers (their imports; their children are below)"
+GRADING = "clean-room gradings (fork-server children: the notebooks' cells)"
 KINDS = [  # (label, a piece of the command line), first match wins
     ("Jupyter kernels (stock nbgrader, the kernel engine, the student path)", "ipykernel"),
-    ("fork servers (their imports; their children are below)", "cleanroom import serve"),
+    (SERVER, "cleanroom import serve"),
     ("nbgrader commands", "nbgrader"),
     ("instructor commands", "-m instructor"),
     ("pip and uv (the student path's venv)", " pip "),
@@ -30,10 +32,6 @@ KINDS = [  # (label, a piece of the command line), first match wins
     ("test workers (pytest-xdist) and pytest", "pytest"),
     ("Dask workers", "multiprocessing"),
 ]
-
-
-SERVER = KINDS[1][0]
-GRADING = "clean-room gradings (fork-server children: the notebooks' cells)"
 
 
 def kind(cmdline: list, parent_cmdline: list = ()) -> str:

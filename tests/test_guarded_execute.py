@@ -3,11 +3,15 @@
 Each bad cell must be stopped, named with its reason, and the notebook graded without it: the cell
 after it still runs and sees the state built before it."""
 import json
+import subprocess
+import sys
+import time
 
 import nbformat
+import psutil
 import pytest
 
-from instructor.grading.kernel import GuardedExecute, imported_modules
+from instructor.grading.kernel import GuardedExecute, _kill_tree, imported_modules, process_tree
 
 # Mostly waiting on kernels (start, interrupt, shutdown): one unit of work, which xdist hands out early (the
 # biggest units first), so the waits overlap the CPU-heavy groups instead of ending the run on idle cores.
@@ -129,13 +133,6 @@ def test_a_library_on_pythonpath_may_patch_torch(tmp_path, monkeypatch):
 def test_process_tree_finds_what_psutil_finds():
     """The watchdogs' cheap listing of a process tree: children of the main thread and of another thread,
     grandchildren, and nothing once the tree is gone."""
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
-    from instructor.grading.kernel import _kill_tree, process_tree
     code = ("import subprocess, threading, time\n"
             "subprocess.Popen(['sh', '-c', 'sleep 60 & wait'])\n"
             "threading.Thread(target=lambda: subprocess.Popen(['sleep', '60'])).start()\n"
