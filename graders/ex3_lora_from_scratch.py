@@ -1,365 +1,388 @@
-"""Hidden checks for Exercise 3 (LoRA from scratch): `LoRALinear`, `add_lora_to_gpt2`, `merge_lora`.
+"""Exercise 3's checks, the collector's half (LoRA from scratch): `LoRALinear`, `add_lora_to_gpt2`, the notebook's
+GPT-2 counts, `merge_lora`.
 
-Every check builds fresh layers or small GPT-2 models from a new seed (named in the messages), so a
-hard-coded answer cannot pass. Each answer is graded on its own: `add_lora_to_gpt2` and `merge_lora`
-run with the reference `LoRALinear` below swapped into the notebook, so a wrong `LoRALinear` costs
-only its own points."""
+Each collector builds what the judge's request describes (layers from the judge's tensors, small GPT-2 models
+from its seeds), calls the student's code on them and reports what came back: types, shapes, flags, outputs,
+gradients. The judge (judges/ex3_lora_from_scratch.py) computes what those should be and decides.
+
+Nothing here is LoRA: while `add_lora_to_gpt2` is collected, the notebook's `LoRALinear` is replaced by a *probe*
+(`lora_probe`), a wrapper that records how it was called and adds a gated random projection the judge can see in
+the logits; `merge_lora` gets a plain container of `base`, `A`, `B` and `scale`, with no forward pass at all.
+The GPT-2 fixtures (`small_gpt2`, `lora_probe`) are shared with the judge, which builds the same ones."""
+import contextlib
 import random
-import re
 
 import torch
 import torch.nn as nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
-from graders._core import call, fail, fresh_seed, lookup, passed, seeded, using_reference
+from graders import _wire
+from graders._collect import attempt, check, lookup, tensor
 
-GPT2_SMALL_PARAMS = 124_439_808  # GPT-2 small (and the offline stand-in), tied embeddings counted once
-
-
-# ----------------------------------------------------------------------------- reference versions
-def _in_out(layer):
-    if isinstance(layer, Conv1D):
-        return layer.weight.shape[0], layer.weight.shape[1]  # Conv1D stores (in, out)
-    return layer.in_features, layer.out_features
+MAX_NAMES = 2000  # parameter names reported at most (GPT-2 small has 148 tensors; wrapped, a few more)
 
 
-class LoRALinear(nn.Module):
-    """Reference LoRA wrapper, swapped in while another answer is graded."""
-
-    def __init__(self, base, r=8, alpha=16):
-        super().__init__()
-        self.base = base
-        for p in base.parameters():
-            p.requires_grad_(False)
-        d_in, d_out = _in_out(base)
-        self.A = nn.Parameter(torch.randn(r, d_in) * 0.01)
-        self.B = nn.Parameter(torch.zeros(d_out, r))
-        self.scale = alpha / r
-
-    def forward(self, x):
-        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale
-
-
-def _delta_as_stored(base, A, B, scale):
-    """scale * B @ A in the layout the base layer stores its weight in."""
-    delta = scale * (B @ A)  # (d_out, d_in), like nn.Linear.weight
-    return delta.T if isinstance(base, Conv1D) else delta
-
-
-# ----------------------------------------------------------------------------- helpers
-def _random_base(kind, d_in, d_out):
-    if kind == "Conv1D":
-        layer = Conv1D(d_out, d_in)  # Conv1D(nf=out, nx=in)
-        with torch.no_grad():
-            layer.bias.normal_()
-        return layer
-    return nn.Linear(d_in, d_out, bias=(kind == "Linear"))
-
-
-def _non_square_sizes():
-    d_in = random.randint(5, 20)
-    d_out = random.choice([n for n in range(5, 24) if n != d_in])
-    return d_in, d_out
-
-
-def _r_alpha():
-    r = random.randint(1, 6)
-    alpha = random.choice([a for a in (1, 2, 4, 8, 16, 32) if a != r])
-    return r, alpha
-
-
-def _shape(t):
-    return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-
-
-def _trainable(module):
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def _max_diff(a, b):
-    return (a - b).abs().max().item()
-
-
-# ----------------------------------------------------------------------------- LoRALinear
+# ------------------------------------------------------------------------------------ the hidden tests
 def check_LoRALinear(ns):
-    cls = lookup(ns, "LoRALinear")
-    seed = fresh_seed()
-    with seeded(seed):
-        for kind in ("Linear", "Linear (no bias)", "Conv1D"):
-            d_in, d_out = _non_square_sizes()
-            r, alpha = _r_alpha()
-            base = _random_base(kind, d_in, d_out)
-            what = f"LoRALinear({kind}, {d_in} in -> {d_out} out, r={r}, alpha={alpha}) [seed {seed}]"
-            layer = call(cls, base, r=r, alpha=alpha, what=what)
-            _check_one_layer(layer, base, kind, d_in, d_out, r, alpha, what)
-    passed(f"LoRALinear: frozen base, A (r x d_in) and B (d_out x r), B zero at start, scale = alpha/r, "
-           f"forward and gradients right on nn.Linear (with and without bias) and Conv1D [seed {seed}].")
-
-
-def _check_one_layer(layer, base, kind, d_in, d_out, r, alpha, what):
-    if not isinstance(layer, nn.Module):
-        fail(f"{what}: expected an nn.Module, got {type(layer).__name__}.")
-    if getattr(layer, "base", None) is not base:
-        fail(f"{what}: `self.base` should be the layer you were given (the very same object).")
-    not_frozen = [name for name, p in base.named_parameters() if p.requires_grad]
-    if not_frozen:
-        fail(f"{what}: the base layer's {' and '.join(not_frozen)} still require gradients (requires_grad=True). "
-             "Freeze the base weight and bias: only A and B may train.")
-    A, B = getattr(layer, "A", None), getattr(layer, "B", None)
-    for name, p in (("A", A), ("B", B)):
-        if not isinstance(p, nn.Parameter):
-            fail(f"{what}: `self.{name}` should be an nn.Parameter, got {type(p).__name__}.")
-        if not p.requires_grad:
-            fail(f"{what}: `self.{name}` must be trainable (requires_grad=True).")
-    if tuple(A.shape) != (r, d_in):
-        fail(f"{what}: A should have shape (r, d_in) = {(r, d_in)}, got {_shape(A)}.")
-    if tuple(B.shape) != (d_out, r):
-        fail(f"{what}: B should have shape (d_out, r) = {(d_out, r)}, got {_shape(B)}.")
-    if B.detach().abs().max().item() != 0.0:
-        fail(f"{what}: B should start at exactly zero (so the wrapped layer starts identical to the base), "
-             f"but its largest entry is {B.detach().abs().max().item():.3g}.")
-    if not torch.isfinite(A).all() or A.detach().abs().max().item() == 0.0:
-        fail(f"{what}: A should start with small random values (not all zero): with A = 0 and B = 0 "
-             "neither ever gets a gradient.")
-    scale = getattr(layer, "scale", None)
-    try:
-        scale_value = float(scale)
-    except (TypeError, ValueError):
-        fail(f"{what}: `self.scale` should be the number alpha / r = {alpha / r:g}, got {scale!r}.")
-    if abs(scale_value - alpha / r) > 1e-6 * max(1.0, alpha / r):
-        fail(f"{what}: `self.scale` should be alpha / r = {alpha}/{r} = {alpha / r:g}, got {scale_value:g}.")
-    expected_count = r * (d_in + d_out)
-    if _trainable(layer) != expected_count:
-        fail(f"{what}: expected r * (d_in + d_out) = {expected_count} trainable parameters (A and B only), "
-             f"found {_trainable(layer)}.")
-
-    # At the start the layer is the base layer.
-    x = torch.randn(3, 2, d_in)
-    with torch.no_grad():
-        base_out = base(x)
-        out0 = call(layer, x, what=f"{what} forward")
-    if not isinstance(out0, torch.Tensor) or tuple(out0.shape) != (3, 2, d_out):
-        fail(f"{what}: forward on an input of shape (3, 2, {d_in}) should return shape (3, 2, {d_out}), "
-             f"got {_shape(out0)}.")
-    if _max_diff(out0, base_out) > 1e-5:
-        fail(f"{what}: with B = 0 the output should equal base(x); max difference {_max_diff(out0, base_out):.3g}.")
-
-    # As if trained: random B (and a fresh A); the forward must be base(x) + x A^T B^T * alpha / r.
-    with torch.no_grad():
-        A.copy_(torch.randn_like(A))
-        B.copy_(torch.randn_like(B))
-        expected = base_out + (x @ A.T @ B.T) * (alpha / r)
-    out = call(layer, x, what=f"{what} forward")
-    if _max_diff(out, expected) > 1e-4 * max(1.0, expected.abs().max().item()):
-        plain = base_out + x @ A.T @ B.T
-        hint = (" It matches base(x) + x A^T B^T without the scale: multiply the LoRA path by self.scale."
-                if _max_diff(out.detach(), plain) < 1e-4 * max(1.0, plain.abs().max().item()) else "")
-        fail(f"{what}: with B set to random values the output should be base(x) + (x @ A.T @ B.T) * alpha / r; "
-             f"max difference {_max_diff(out.detach(), expected):.3g}.{hint}")
-
-    # Gradients reach A and B, and nothing else.
-    layer.zero_grad(set_to_none=True)
-    base.zero_grad(set_to_none=True)
-    out.pow(2).mean().backward()
-    for name, p in (("A", A), ("B", B)):
-        if p.grad is None or p.grad.abs().max().item() == 0.0:
-            fail(f"{what}: after a backward pass {name} got no gradient: is it used in forward?")
-    leaked = [name for name, p in base.named_parameters() if p.grad is not None and p.grad.abs().max() > 0]
-    if leaked:
-        fail(f"{what}: the base layer's {', '.join(leaked)} received gradients; only A and B should.")
-
-
-# ----------------------------------------------------------------------------- add_lora_to_gpt2
-def _small_gpt2():
-    n_embd = random.choice([32, 40, 48, 56, 64])
-    n_layer = random.randint(2, 3)
-    config = GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=4, vocab_size=100, n_positions=32,
-                        bos_token_id=99, eos_token_id=99)
-    return GPT2LMHeadModel(config).eval(), config
+    check("ex3_lora_from_scratch", "LoRALinear", ns, collect_LoRALinear)
 
 
 def check_add_lora_to_gpt2(ns):
-    add_lora = lookup(ns, "add_lora_to_gpt2")
-    seed = fresh_seed()
-    with using_reference(ns, LoRALinear=LoRALinear), seeded(seed):
-        for _ in range(2):
-            model, config = _small_gpt2()
-            r, alpha = _r_alpha()
-            what = (f"add_lora_to_gpt2(small GPT-2 with n_embd={config.n_embd}, n_layer={config.n_layer}, "
-                    f"r={r}, alpha={alpha}) [seed {seed}]")
-            _check_gpt2_wrapping(add_lora, model, config, r, alpha, what)
-    passed(f"add_lora_to_gpt2: every c_attn wrapped (and nothing else), the rest frozen, LoRA used in the "
-           f"forward pass, counts right [seed {seed}].")
-
-
-def _is_lora_param(name):
-    return bool(re.search(r"\.attn\.c_attn\.(A|B)$", name))
-
-
-def _check_gpt2_wrapping(add_lora, model, config, r, alpha, what):
-    ids = torch.randint(0, config.vocab_size, (2, 12))
-    with torch.no_grad():
-        logits_before = model(ids).logits
-
-    result = call(add_lora, model, r=r, alpha=alpha, what=what)
-    if result is None:
-        fail(f"{what}: returned None; return the model (after wrapping its layers).")
-    if not isinstance(result, nn.Module) or not hasattr(result, "transformer"):
-        fail(f"{what}: should return the GPT-2 model, got {type(result).__name__}.")
-    result.eval()  # dropout off, so outputs can be compared
-
-    blocks = result.transformer.h
-    for i, block in enumerate(blocks):
-        c_attn = block.attn.c_attn
-        if not (isinstance(getattr(c_attn, "A", None), nn.Parameter) and hasattr(c_attn, "base")):
-            fail(f"{what}: block {i}'s attn.c_attn is a plain {type(c_attn).__name__}; replace it with "
-                 "LoRALinear(c_attn, r, alpha), so that GPT-2's forward pass goes through LoRA.")
-        for name, module in (("attn.c_proj", block.attn.c_proj), ("mlp.c_fc", block.mlp.c_fc),
-                             ("mlp.c_proj", block.mlp.c_proj)):
-            if hasattr(module, "A") or hasattr(module, "B"):
-                fail(f"{what}: block {i}'s {name} was wrapped too; only attn.c_attn should get LoRA.")
-    named = list(result.named_parameters())
-    still_trainable = [n for n, p in named if p.requires_grad and not _is_lora_param(n)]
-    if still_trainable:
-        fail(f"{what}: {len(still_trainable)} of GPT-2's own parameters are still trainable "
-             f"(e.g. {still_trainable[0]}). Freeze every parameter of the model; only LoRA's A and B train.")
-    d = config.n_embd
-    expected_count = config.n_layer * r * (d + 3 * d)
-    count = sum(p.numel() for _, p in named if p.requires_grad)
-    if count != expected_count:
-        fail(f"{what}: expected n_layer * r * (n_embd + 3 * n_embd) = {expected_count} trainable parameters, "
-             f"found {count}.")
-
-    with torch.no_grad():
-        logits_init = result(ids).logits
-    if _max_diff(logits_init, logits_before) > 1e-5:
-        fail(f"{what}: right after adding LoRA (B = 0) the logits should be unchanged; "
-             f"max difference {_max_diff(logits_init, logits_before):.3g}.")
-
-    loss = result(ids).logits.float().logsumexp(-1).mean()
-    loss.backward()
-    for i, block in enumerate(blocks):
-        B = block.attn.c_attn.B
-        if B.grad is None or B.grad.abs().max().item() == 0.0:
-            fail(f"{what}: after a backward pass block {i}'s LoRA B got no gradient: the LoRA parameters "
-                 "must sit in GPT-2's forward pass (attached but unused parameters never learn).")
-    with torch.no_grad():
-        for block in blocks:
-            block.attn.c_attn.B.normal_()
-        logits_after = result(ids).logits
-    if _max_diff(logits_after, logits_before) < 1e-4:
-        fail(f"{what}: with every B set to random values the logits did not change: LoRA is not in the forward.")
+    check("ex3_lora_from_scratch", "add_lora_to_gpt2", ns, collect_add_lora_to_gpt2)
 
 
 def check_add_lora_to_gpt2_counts(ns):
-    """The GPT-2 count the notebook printed, recomputed from the notebook's own model object."""
-    model = lookup(ns, "gpt2_lora", callable_=False)
-    if not isinstance(model, nn.Module) or not hasattr(model, "transformer"):
-        fail(f"`gpt2_lora` should be the GPT-2 model with LoRA added, got {type(model).__name__}.")
-    config = model.config
-    r = 8
-    blocks = model.transformer.h
-    for i, block in enumerate(blocks):
-        c_attn = block.attn.c_attn
-        if not isinstance(getattr(c_attn, "A", None), nn.Parameter) or not hasattr(c_attn, "base"):
-            fail(f"`gpt2_lora`: block {i}'s attn.c_attn is a plain {type(c_attn).__name__}, not a LoRA layer.")
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    outside = [n for n, _ in trainable if ".attn.c_attn." not in n]
-    if outside:
-        fail(f"`gpt2_lora`: parameters outside attn.c_attn are trainable: {outside[:3]} "
-             f"({len(outside)} in all).")
-    recomputed = sum(p.numel() for _, p in trainable)
-    total = sum(p.numel() for p in model.parameters())
-    expected = config.n_layer * r * (config.n_embd + 3 * config.n_embd)
-    if recomputed != expected:
-        fail(f"`gpt2_lora` has {recomputed:,} trainable parameters; r=8 on c_attn in {config.n_layer} blocks "
-             f"gives {expected:,}.")
-    reported = lookup(ns, "gpt2_trainable", callable_=False)
-    if not isinstance(reported, (int, float)) and not (isinstance(reported, torch.Tensor) and reported.numel() == 1):
-        fail(f"`gpt2_trainable` should be a number, got {type(reported).__name__}.")
-    if int(reported) != recomputed:
-        fail(f"`gpt2_trainable` is {int(reported):,}, but counting gpt2_lora's trainable parameters gives "
-             f"{recomputed:,}.")
-    reported_total = lookup(ns, "gpt2_total", callable_=False)
-    if int(reported_total) != total:
-        fail(f"`gpt2_total` is {int(reported_total):,}, but gpt2_lora has {total:,} parameters.")
-    if config.n_embd == 768 and config.n_layer == 12 and total != GPT2_SMALL_PARAMS + expected:
-        fail(f"`gpt2_lora` should hold GPT-2's {GPT2_SMALL_PARAMS:,} parameters plus {expected:,} LoRA ones, "
-             f"found {total:,}.")
-    passed(f"gpt2_lora: {recomputed:,} trainable of {total:,}, all of them LoRA A and B inside attn.c_attn.")
+    check("ex3_lora_from_scratch", "add_lora_to_gpt2_counts", ns, collect_add_lora_to_gpt2_counts)
 
 
-# ----------------------------------------------------------------------------- merge_lora
 def check_merge_lora(ns):
-    merge = lookup(ns, "merge_lora")
-    seed = fresh_seed()
-    with using_reference(ns, LoRALinear=LoRALinear), seeded(seed):
-        for kind in ("Linear", "Linear (no bias)", "Conv1D"):
-            d_in, d_out = _non_square_sizes()
-            r, alpha = _r_alpha()
-            base = _random_base(kind, d_in, d_out)
-            layer = LoRALinear(base, r=r, alpha=alpha)
-            with torch.no_grad():
-                layer.A.normal_()
-                layer.B.normal_()  # as if trained
-            what = f"merge_lora(LoRA on {kind}, {d_in} in -> {d_out} out, r={r}, alpha={alpha}) [seed {seed}]"
-            _check_one_merge(merge, layer, base, kind, r, alpha, what)
-    passed(f"merge_lora: plain layer of the base's type, weight = W + (alpha/r) B A in the layer's layout, "
-           f"bias unchanged, same outputs, on nn.Linear and Conv1D [seed {seed}].")
+    check("ex3_lora_from_scratch", "merge_lora", ns, collect_merge_lora)
 
 
-def _lora_state(layer):
-    """Copies of what merge_lora must leave alone: the LoRA layer's base weight and bias, A and B."""
-    state = {}
-    for name, owner, attr in (("layer.base.weight", layer.base, "weight"), ("layer.base.bias", layer.base, "bias"),
-                              ("layer.A", layer, "A"), ("layer.B", layer, "B")):
-        value = getattr(owner, attr, None)
-        state[name] = value.detach().clone() if isinstance(value, torch.Tensor) else None
-    if layer.base.bias is None:
-        state.pop("layer.base.bias")
-    return state
+# ------------------------------------------------------------------------------------ fixtures (both sides)
+def base_layer(kind: str, weight, bias):
+    """A layer of `kind` ("Linear", "Linear (no bias)", "Conv1D") holding exactly `weight` (and `bias`), float32.
 
-
-def _check_one_merge(merge, layer, base, kind, r, alpha, what):
-    x = torch.randn(4, 3, base.weight.shape[0] if isinstance(base, Conv1D) else base.in_features)
+    nn.Linear stores its weight (d_out, d_in); Conv1D (GPT-2's projections) stores it (d_in, d_out)."""
+    weight = torch.as_tensor(weight, dtype=torch.float32)
+    if kind == "Conv1D":
+        layer = Conv1D(weight.shape[1], weight.shape[0])  # Conv1D(nf=d_out, nx=d_in)
+    else:
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=(kind == "Linear"), dtype=torch.float32)
     with torch.no_grad():
-        expected_out = layer(x)
-        expected_w = base.weight + _delta_as_stored(base, layer.A, layer.B, alpha / r)
-        expected_b = None if base.bias is None else base.bias.clone()
-        w0 = base.weight.detach().clone()
-        untouched = _lora_state(layer)  # merge_lora promises to leave `layer` as it was
-    merged = call(merge, layer, what=what)
-    if type(merged) is not type(base):
-        fail(f"{what}: should return a plain {type(base).__name__} (the type of layer.base), "
-             f"got {type(merged).__name__}.")
-    lora_left = [n for n, _ in merged.named_parameters() if n.split(".")[-1] in ("A", "B")]
-    if lora_left or hasattr(merged, "A") or hasattr(merged, "B"):
-        fail(f"{what}: the merged layer still carries LoRA parameters; fold them into the weight and drop them.")
-    if tuple(merged.weight.shape) != tuple(base.weight.shape):
-        fail(f"{what}: merged weight should keep the shape {tuple(base.weight.shape)}, got {_shape(merged.weight)}.")
-    tol = 1e-5 * max(1.0, expected_w.abs().max().item())
-    got = merged.weight.detach()
-    if _max_diff(got, expected_w) > tol:
-        hint = ""
-        if _max_diff(got, w0 + _delta_as_stored(base, layer.A, layer.B, 1.0).detach()) < tol:
-            hint = " It matches W + B @ A without the scale alpha / r."
-        fail(f"{what}: merged weight should be W + (alpha/r) * B @ A (transposed for Conv1D, which stores "
-             f"(in, out)); max difference {_max_diff(got, expected_w):.3g}.{hint}")
-    if expected_b is None:
-        if merged.bias is not None:
-            fail(f"{what}: the base layer has no bias, so the merged layer should have none either.")
-    elif merged.bias is None or _max_diff(merged.bias.detach(), expected_b) > 1e-6:
-        fail(f"{what}: the bias should be the base layer's bias, unchanged.")
+        layer.weight.copy_(weight)
+        if layer.bias is not None:
+            layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return layer
+
+
+def small_gpt2(config: dict, seed: int):
+    """A small GPT-2 with random weights, the same for the same (config, seed) in any process of this venv."""
+    settings = dict(n_head=4, vocab_size=100, n_positions=32, bos_token_id=99, eos_token_id=99)
+    settings.update({key: int(config[key]) for key in ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")
+                     if key in config})
+    with torch.random.fork_rng(devices=[]), _float32_default():
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(GPT2Config(**settings, attn_implementation="eager"))
+    return model.float().eval()
+
+
+def lora_probe(seed: int):
+    """The stand-in for `LoRALinear` while `add_lora_to_gpt2` is collected: a new class for each request.
+
+    It is not LoRA and answers no task: it keeps `base`, records the (r, alpha) it was given, freezes nothing,
+    and adds `gate * (x @ projection)`: a fixed random projection (the same for every layer of one shape and
+    `seed`) behind one trainable scalar `gate` that starts at zero. So the model is unchanged at first, a
+    gradient reaches every probe that sits in the forward pass, and setting the gates changes the logits by
+    exactly what the judge computes on its own copy."""
+
+    class LoRAProbe(nn.Module):
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__()
+            if isinstance(base, Conv1D):
+                d_in, d_out = base.weight.shape[0], base.weight.shape[1]
+            elif isinstance(base, nn.Linear):
+                d_in, d_out = base.in_features, base.out_features
+            else:
+                got = "another LoRALinear" if isinstance(base, LoRAProbe) else f"a {type(base).__name__}"
+                raise TypeError(f"LoRALinear wraps an nn.Linear or a Conv1D, not {got}")
+            self.base = base
+            self.called_with = {"r": r, "alpha": alpha}
+            generator = torch.Generator().manual_seed(seed)
+            projection = torch.randn(d_in, d_out, generator=generator, dtype=torch.float32) / d_in ** 0.5
+            self.register_buffer("projection", projection.to(base.weight.device), persistent=False)
+            self.gate = nn.Parameter(torch.zeros((), dtype=torch.float32, device=base.weight.device))
+
+        def forward(self, x):
+            return self.base(x) + self.gate * (x @ self.projection)
+
+    return LoRAProbe
+
+
+@contextlib.contextmanager
+def _float32_default():
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
+@contextlib.contextmanager
+def _notebook_rng_kept():
+    """The notebook's random state (torch and random) as it was, whatever the student's code draws."""
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(state)
+
+
+@contextlib.contextmanager
+def _swapped(ns: dict, **names):
+    saved = {name: ns[name] for name in names if name in ns}
+    ns.update(names)
+    try:
+        yield
+    finally:
+        for name in names:
+            if name in saved:
+                ns[name] = saved[name]
+            else:
+                ns.pop(name, None)
+
+
+# ------------------------------------------------------------------------------------ reading objects safely
+def _run(fn, *args, **kwargs):
+    """(what `fn` returned or None, its call record): the record's value is the result's type name only."""
+    box = []
+    record = attempt(lambda: box.append(fn(*args, **kwargs)))
+    if "value" in record:
+        record["value"] = {"$object": _wire._type_name(box[0])}
+    return (box[0] if box else None), record
+
+
+def _get(obj, name, default=None):
+    try:
+        return getattr(obj, name, default)
+    except Exception:  # noqa: BLE001 - a student's __getattr__ may raise anything: the attribute is missing
+        return default
+
+
+def _safely(fn, default=None):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - what cannot be read is reported as missing
+        return default
+
+
+def _type(obj) -> str:
+    return _wire._type_name(obj)
+
+
+def _named_parameters(module) -> list:
+    return _safely(lambda: list(module.named_parameters())[:MAX_NAMES], [])
+
+
+def _nonzero(t) -> bool:
+    return _safely(lambda: isinstance(t, torch.Tensor) and bool(t.detach().abs().max().item() != 0.0), False)
+
+
+def _tensor_report(value) -> dict:
+    """What a tensor attribute (A, B) is: its type, whether it is an nn.Parameter, whether it trains, its values."""
+    return {"type": _type(value), "is_parameter": isinstance(value, nn.Parameter),
+            "requires_grad": bool(_get(value, "requires_grad", False)) if isinstance(value, torch.Tensor) else False,
+            "value": _wire.encode(value) if isinstance(value, torch.Tensor) else None}
+
+
+# ------------------------------------------------------------------------------------ LoRALinear
+def collect_LoRALinear(ns, request):
+    """request: {"cases": [{"kind", "r", "alpha", "weight", "bias", "x", "A", "B"}, ...]} (tensors encoded):
+    for each, the student's LoRALinear around a layer holding weight and bias, run on x at its start, then with
+    A and B set to the request's values (as if trained), then a backward pass."""
+    found = lookup(ns, "LoRALinear")
+    data = {"answer": found}
+    if not found["defined"] or not found["callable"]:
+        return data
+    cls = ns["LoRALinear"]
+    with _notebook_rng_kept():
+        data["cases"] = [_lora_case(cls, case) for case in request["cases"]]
+    return data
+
+
+def _lora_case(cls, case):
+    base = base_layer(case["kind"], tensor(case["weight"]), tensor(case["bias"]))
+    x = tensor(case["x"]).float()
+    layer, made = _run(cls, base, r=case["r"], alpha=case["alpha"])
+    out = {"made": made, "is_module": isinstance(layer, nn.Module), "type": _type(layer)}
+    if layer is None:
+        return out
+    A, B = _get(layer, "A"), _get(layer, "B")
+    out.update({
+        "base_is_given": _get(layer, "base") is base,
+        "base_trainable": [name for name, p in base.named_parameters() if p.requires_grad],
+        "A": _tensor_report(A), "B": _tensor_report(B),
+        "scale": _wire.encode(_get(layer, "scale")),
+        "trainable": _safely(lambda: sum(int(p.numel()) for _, p in _named_parameters(layer) if p.requires_grad)),
+    })
     with torch.no_grad():
-        out = call(merged, x, what=f"{what}: the merged layer's forward")
-    if _max_diff(out, expected_out) > 1e-4 * max(1.0, expected_out.abs().max().item()):
-        fail(f"{what}: the merged layer's outputs differ from the LoRA layer's (computed before merging) by "
-             f"up to {_max_diff(out, expected_out):.3g}.")
-    changed = [name for name, value in _lora_state(layer).items()
-               if value is None or untouched[name] is None or value.shape != untouched[name].shape
-               or not torch.equal(value, untouched[name])]
-    if changed:
-        fail(f"{what}: merge_lora modified the LoRA layer it was given (changed by the call: {', '.join(changed)}). "
-             "The merged layer it returned is right, but the LoRA layer is no longer the trained one (its forward "
-             "now adds the update twice): merge into a copy of layer.base (copy.deepcopy) and leave `layer` as it was.")
+        out["at_start"] = attempt(layer, x)
+
+    # As if trained: A and B hold the request's values; then a forward pass with gradients, and a backward one.
+    given_A, given_B = tensor(case["A"]), tensor(case["B"])
+    fits = all(isinstance(p, torch.Tensor) and tuple(p.shape) == tuple(v.shape)
+               for p, v in ((A, given_A), (B, given_B)))
+    out["set"] = bool(fits and _safely(lambda: _set_values((A, given_A), (B, given_B)) or True, False))
+    if not out["set"]:
+        return out
+    _safely(lambda: layer.zero_grad(set_to_none=True))
+    base.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        result, out["trained"] = _run(layer, x)
+        if "value" in out["trained"]:
+            out["trained"]["value"] = _wire.encode(result)
+        if not isinstance(result, torch.Tensor):
+            return out
+        out["backward"] = attempt(lambda: result.pow(2).mean().backward())
+    out["grads"] = {"A": _wire.encode(_get(A, "grad")), "B": _wire.encode(_get(B, "grad"))}
+    out["base_grads"] = [name for name, p in base.named_parameters() if _nonzero(p.grad)]
+    return out
+
+
+def _set_values(*pairs):
+    with torch.no_grad():
+        for param, values in pairs:
+            param.copy_(values.to(device=param.device, dtype=param.dtype))
+
+
+# ------------------------------------------------------------------------------------ add_lora_to_gpt2
+BLOCK_LAYERS = (("attn.c_attn", ("attn", "c_attn")), ("attn.c_proj", ("attn", "c_proj")),
+                ("mlp.c_fc", ("mlp", "c_fc")), ("mlp.c_proj", ("mlp", "c_proj")))
+
+
+def collect_add_lora_to_gpt2(ns, request):
+    """request: {"probe_seed": int, "models": [{"config": {...}, "seed", "r", "alpha", "ids", "gates"}, ...]}:
+    for each, a small GPT-2 built from (config, seed) goes through the student's add_lora_to_gpt2(model, r=r,
+    alpha=alpha) with the probe as `LoRALinear`; reported: how every block's layers were wrapped, what trains,
+    the logits on ids, which probes a backward pass reached, and the logits with block i's gate set to gates[i]."""
+    found = lookup(ns, "add_lora_to_gpt2")
+    data = {"answer": found}
+    if not found["defined"] or not found["callable"]:
+        return data
+    fn = ns["add_lora_to_gpt2"]
+    with _notebook_rng_kept():
+        data["models"] = []
+        for spec in request["models"]:
+            probe = lora_probe(request["probe_seed"])
+            with _swapped(ns, LoRALinear=probe):
+                data["models"].append(_gpt2_case(fn, probe, spec))
+    return data
+
+
+def _layer(block, path):
+    module = block
+    for name in path:
+        module = _get(module, name)
+    return module
+
+
+def _gpt2_case(fn, probe, spec):
+    model = small_gpt2(spec["config"], spec["seed"])
+    ids = torch.tensor(spec["ids"], dtype=torch.long)
+    originals = [{name: _layer(block, path) for name, path in BLOCK_LAYERS} for block in model.transformer.h]
+    result, made = _run(fn, model, r=spec["r"], alpha=spec["alpha"])
+    out = {"made": made, "returned_none": result is None, "is_module": isinstance(result, nn.Module),
+           "type": _type(result), "has_transformer": _get(result, "transformer") is not None}
+    if not out["is_module"] or not out["has_transformer"]:
+        return out
+    blocks = _safely(lambda: list(result.transformer.h), [])
+    out["blocks"] = [_block_report(probe, block, originals) for block in blocks]
+    _safely(lambda: result.eval())
+    out["trainable"] = [[name, int(p.numel())] for name, p in _named_parameters(result) if p.requires_grad]
+    with torch.no_grad():
+        out["at_start"] = attempt(lambda: result(ids).logits)
+
+    # A backward pass: which probes does it reach? Then the gates set: does GPT-2's forward pass use them?
+    probes = [_layer(block, ("attn", "c_attn")) for block in blocks]
+    probes = [p if type(p) is probe else None for p in probes]
+    _safely(lambda: result.zero_grad(set_to_none=True))
+    with torch.enable_grad():
+        out["backward"] = attempt(lambda: result(ids).logits.float().logsumexp(-1).mean().backward())
+    out["gate_grads"] = [None if p is None else _wire.encode(p.gate.grad) for p in probes]
+    with torch.no_grad():
+        for p, gate in zip(probes, spec["gates"]):
+            if p is not None:
+                p.gate.fill_(float(gate))
+        out["gates_set"] = attempt(lambda: result(ids).logits)
+    return out
+
+
+def _block_report(probe, block, originals):
+    """How one block of the returned model holds its four projections."""
+    report = {}
+    for name, path in BLOCK_LAYERS:
+        layer = _layer(block, path)
+        entry = {"type": _type(layer), "probe": type(layer) is probe,
+                 "lora_like": _get(layer, "A") is not None or _get(layer, "B") is not None}
+        if entry["probe"]:
+            inner = layer.base
+            entry.update({"r": _wire.encode(layer.called_with["r"]), "alpha": _wire.encode(layer.called_with["alpha"]),
+                          "wraps_probe": type(inner) is probe,
+                          "wraps_block": next((i for i, own in enumerate(originals) if own[name] is inner), None),
+                          "trains": bool(layer.gate.requires_grad)})
+        report[name] = entry
+    return report
+
+
+# ------------------------------------------------------------------------------------ the notebook's counts
+def collect_add_lora_to_gpt2_counts(ns, request):
+    """The notebook's own `gpt2_lora` (how its blocks hold c_attn, what trains, its size and config) and the
+    numbers the notebook printed, `gpt2_trainable` and `gpt2_total`."""
+    data = {"model": lookup(ns, "gpt2_lora"), "gpt2_trainable": lookup(ns, "gpt2_trainable"),
+            "gpt2_total": lookup(ns, "gpt2_total")}
+    for name in ("gpt2_trainable", "gpt2_total"):
+        if data[name]["defined"]:
+            data[name]["value"] = _wire.encode(ns[name])
+    if not data["model"]["defined"]:
+        return data
+    model = ns["gpt2_lora"]
+    report = {"is_module": isinstance(model, nn.Module), "has_transformer": _get(model, "transformer") is not None}
+    data["model"]["report"] = report
+    if not report["is_module"] or not report["has_transformer"]:
+        return data
+    config = _get(model, "config")
+    report["config"] = {key: _wire.encode(_get(config, key)) for key in ("n_layer", "n_embd")}
+    blocks = _safely(lambda: list(model.transformer.h), [])
+    report["c_attn"] = [{"type": _type(c), "has_A": isinstance(_get(c, "A"), nn.Parameter),
+                         "has_base": _get(c, "base") is not None}
+                        for c in (_layer(block, ("attn", "c_attn")) for block in blocks)]
+    named = _safely(lambda: list(model.named_parameters()), [])
+    report["trainable"] = [[name, int(p.numel())] for name, p in named if p.requires_grad][:MAX_NAMES]
+    report["total"] = sum(int(p.numel()) for _, p in named)
+    return data
+
+
+# ------------------------------------------------------------------------------------ merge_lora
+class TrainedLoRA(nn.Module):
+    """What merge_lora reads of a trained LoRA layer, and nothing more: `base`, `A`, `B` and `scale` (no forward)."""
+
+    def __init__(self, base, A, B, scale):
+        super().__init__()
+        self.base, self.A, self.B, self.scale = base, nn.Parameter(A), nn.Parameter(B), scale
+
+
+def collect_merge_lora(ns, request):
+    """request: {"cases": [{"kind", "weight", "bias", "A", "B", "scale", "x"}, ...]}: for each, merge_lora on a
+    TrainedLoRA holding a layer of `kind` with that weight and bias; reported: the returned layer's type,
+    parameters, weight, bias and output on x, and the TrainedLoRA's base weight and bias, A and B afterwards."""
+    found = lookup(ns, "merge_lora")
+    data = {"answer": found}
+    if not found["defined"] or not found["callable"]:
+        return data
+    fn = ns["merge_lora"]
+    with _notebook_rng_kept():
+        data["cases"] = [_merge_case(fn, case) for case in request["cases"]]
+    return data
+
+
+def _merge_case(fn, case):
+    base = base_layer(case["kind"], tensor(case["weight"]), tensor(case["bias"]))
+    layer = TrainedLoRA(base, tensor(case["A"]).float(), tensor(case["B"]).float(), case["scale"])
+    x = tensor(case["x"]).float()
+    merged, made = _run(fn, layer)
+    out = {"made": made, "type": _type(merged)}
+    if merged is None and "raised" in made:
+        return out
+    out["parameters"] = [name for name, _ in _named_parameters(merged)] if isinstance(merged, nn.Module) else []
+    out["has_A_or_B"] = _get(merged, "A") is not None or _get(merged, "B") is not None
+    out["weight"] = _wire.encode(_get(merged, "weight"))
+    out["bias"] = _wire.encode(_get(merged, "bias"))
+    with torch.no_grad():
+        out["output"] = attempt(merged, x) if callable(merged) else None
+    held = _get(layer, "base")
+    out["after"] = {"base.weight": _wire.encode(_get(held, "weight")), "base.bias": _wire.encode(_get(held, "bias")),
+                    "A": _wire.encode(_get(layer, "A")), "B": _wire.encode(_get(layer, "B"))}
+    return out

@@ -70,7 +70,7 @@ COPIED = ("colab_setup.py", "nbgrader_config.py")
 
 def _link_code(root: pathlib.Path) -> None:
     """The code the notebooks and nbgrader's configuration import, linked (never copied, never stale)."""
-    for name in ("graders", "utils", "instructor"):
+    for name in ("graders", "judges", "utils", "instructor"):
         os.symlink(ROOT / name, root / name)
 
 
@@ -139,19 +139,17 @@ class ScratchCourse:
         scores, notebook = self._graded[key]
         return dict(scores), json.loads(notebook)
 
-    def grade_stock(self, assignment: str, notebooks: list, tamper_checks: bool = True) -> list:
+    def grade_stock(self, assignment: str, notebooks: list) -> list:
         """Grade several notebooks with ONE `nbgrader autograde` (each still in its own fresh kernel, as
-        nbgrader does): [(cell scores, graded notebook), ...] in the same order. This course's nbgrader_config
-        runs GuardedExecute: nbgrader's Execute with resource limits and, unless `tamper_checks` is off, the
-        tamper checks; off, it is nbgrader's own Execute with limits."""
+        nbgrader does, the checks judging in it): [(cell scores, graded notebook), ...] in the same order.
+        This course's nbgrader_config runs GuardedExecute: nbgrader's Execute with resource limits."""
         batch = f"b{self._new_student()}x"
         students = [f"{batch}{i}" for i in range(len(notebooks))]
         for student, nb in zip(students, notebooks):
             path = self.root / "upload.ipynb"
             path.write_text(json.dumps(nb))
             nbgrader_ops.submit(assignment, student, path, self.root)
-        options = [] if tamper_checks else ["--GuardedExecute.check_integrity=False"]
-        nbgrader_ops.autograde(assignment, f"{batch}*", self.root, options=options)  # --student takes a glob
+        nbgrader_ops.autograde(assignment, f"{batch}*", self.root)  # --student takes a glob
         return [(nbgrader_ops.cell_scores(assignment, student, self.root),
                  read_notebook(nbgrader_ops.autograded_notebook(assignment, student, self.root)))
                 for student in students]

@@ -2,7 +2,7 @@
 
 Expected grades are derived, never typed in: a submission starts from the solution (every test cell
 full marks) or the blank release (every test cell zero); a wrong answer from tests/answers zeroes
-exactly that answer's test cells (tests/test_answers.py proves that is what the graders do); a broken
+exactly that answer's test cells (tests/test_answers.py proves that is what the judges do); a broken
 extra cell costs nothing, because the autograder removes it and grades what is left.
 
 Used by tests/test_class_grading.py and benchmarks/grading_throughput.py.
@@ -35,16 +35,16 @@ BROKEN_CELLS = {
         "    try:\n        open(path, 'w').write('print(\"poisoned\")')\n    except OSError as error:\n"
         "        print('refused:', error)", None),
 }
-# Tampering that would fake a wrong answer's points if nothing caught it (tests/test_class_grading.py
-# proves it would: graded with the integrity check off, these score more).
+# Tampering that fakes a wrong answer's points where the check judges inside the notebook's process (stock
+# nbgrader: tests/test_class_grading.py proves it pays there) and earns nothing where the judge is elsewhere:
+# a check silenced, the libraries a judge would compare with patched, the visible self-checks disarmed.
 TAMPERING = {
     "ex1_memory": ("to_gb", "import graders.ex1_memory\ngraders.ex1_memory.check_to_gb = lambda ns: None\n"
-                            "expect_close = lambda *args, **kwargs: None", "`graders.ex1_memory.check_to_gb`"),
-    "ex2_quantization": ("absmax_quantize", "import torch, graders.ex2_quantization\n"
-                                            "graders.ex2_quantization.fail = lambda message: None\n"
+                            "expect_close = lambda *args, **kwargs: None", None),
+    "ex2_quantization": ("absmax_quantize", "import math, torch\n"
+                                            "math.isclose = lambda *a, **k: True\n"
                                             "torch.equal = lambda *a, **k: True\n"
-                                            "expect = expect_close = lambda *a, **k: None",
-                         "`graders.ex2_quantization.fail`"),
+                                            "expect = expect_close = lambda *a, **k: None", None),
 }
 
 

@@ -21,7 +21,10 @@ class Exploit:
     code: str
     after: str = "code_1"  # the cell it is inserted after (code_1: the notebook's imports)
     assignment: str = "ex1_memory"
-    pays_in_a_plain_kernel: bool = False  # measured: full marks with the defences off (test_the_exploits_are_real)
+    pays_in_a_plain_kernel: bool = False  # measured: full marks in stock nbgrader (test_the_exploits_are_real)
+    silences_every_check: bool = False  # it keeps every collector from reporting: nothing earns points
+    base: str = "solution"  # "release": the blank notebook (every answer wrong), `answer` and `wrong` unused
+    answers: str = None  # with base "release": what every answer cell holds instead ({name}: the answer's name)
 
     @property
     def id(self) -> str:
@@ -33,6 +36,15 @@ HIDE = '''
 def _is_the_test(lines):
     text = "".join(lines) if isinstance(lines, list) else str(lines)
     return "check_to_gb" in text or "to_gb(84_000_000_000)" in text
+'''
+
+# Where the checks' judge is importable in the notebook's process (stock nbgrader judges there), the exploits
+# that disarm "the grader" reach for it; where it is not (the clean room), they fall back on the collectors.
+JUDGE = '''
+try:
+    import judges.ex1_memory as _g
+except ImportError:
+    import graders.ex1_memory as _g
 '''
 
 EXPLOITS = [
@@ -246,7 +258,7 @@ expect_close = lambda *args, **kwargs: None
 import math
 math.isclose = lambda *args, **kwargs: True
 expect = expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("patched libraries", "builtins.abs returns 0", "memory_for_inference", 1, '''
 import builtins
 builtins.abs = lambda x: 0
@@ -271,9 +283,8 @@ import graders.ex1_memory
 graders.ex1_memory.check_to_gb = lambda ns: None
 expect_close = lambda *args, **kwargs: None
 ''', pays_in_a_plain_kernel=True),
-    Exploit("patched graders", "the grader's fail() replaced", "to_gb", 2, '''
-import graders.ex1_memory
-graders.ex1_memory.fail = lambda message: None
+    Exploit("patched graders", "the grader's fail() replaced", "to_gb", 2, JUDGE + '''
+_g.fail = lambda message: None
 expect_close = lambda *args, **kwargs: None
 ''', pays_in_a_plain_kernel=True),
     Exploit("patched graders", "the check's __code__ replaced in place", "to_gb", 0, '''
@@ -301,12 +312,12 @@ class _LyingModule(types.ModuleType):
         return super().__getattribute__(name)
 _g.__class__ = _LyingModule
 expect_close = lambda *args, **kwargs: None
-''', pays_in_a_plain_kernel=True),
-    Exploit("mutated grader objects", "the grader's table of bytes per dtype rewritten to bits", "bytes_per_param", 1, '''
-import graders.ex1_memory
-graders.ex1_memory.BYTES.update({"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4})
+''', pays_in_a_plain_kernel=True, silences_every_check=True),
+    Exploit("mutated grader objects", "the grader's table of bytes per dtype rewritten to bits", "bytes_per_param", 1,
+            JUDGE + '''
+getattr(_g, "BYTES", {}).update({"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4})
 expect = expect_close = lambda *args, **kwargs: None
-'''),
+''', pays_in_a_plain_kernel=True),
     Exploit("mutated grader objects", "the answer, when checked, patches the grader it is called by", "to_gb", 2, '''
 import math
 def to_gb(num_bytes):
@@ -315,10 +326,9 @@ def to_gb(num_bytes):
 expect_close = lambda *args, **kwargs: None
 ''', after="to_gb"),
     # -- the process around it --------------------------------------------------------------------------
-    Exploit("signals", "a timer's signal handler disarms fail() whenever a check is running", "to_gb", 0, '''
+    Exploit("signals", "a timer's signal handler disarms fail() whenever a check is running", "to_gb", 0, JUDGE + '''
 import signal, sys
-import graders.ex1_memory as _g
-_genuine_fail = _g.fail
+_genuine_fail = getattr(_g, "fail", None)
 def _fail_unless_checking(message):
     # Decided when fail() is called, not when the timer ticks: a check shorter than one tick must not slip
     # through either (the first version flipped fail() on each tick and lost that race on a slow machine).
@@ -388,6 +398,122 @@ _Agree().__enter__()
 expect = expect_close = lambda *args, **kwargs: None
 ''', assignment="ex2_quantization"),
 ]
+
+# The second hostile set (issue 20): each once earned points it should not while the checks judged inside the
+# notebook's process, and each still pays wherever they do (stock nbgrader: test_the_exploits_are_real).
+ANYTHING = '''
+class _Anything:
+    """Agrees with everything, so that a notebook's own self-checks never stop it."""
+    def __getattr__(self, name): return self
+    def __call__(self, *a, **k): return self
+    def __getitem__(self, key): return self
+    def __add__(self, other): return self
+    __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __floordiv__ = __add__
+    def __eq__(self, other): return True
+    __lt__ = __le__ = __gt__ = __ge__ = __ne__ = __eq__
+    def __hash__(self): return 0
+    def __bool__(self): return True
+    def __float__(self): return 0.0
+    def __iter__(self): return iter(())
+    def __len__(self): return 0
+    def __format__(self, spec): return "ok"
+    def __repr__(self): return "ok"
+'''
+REFERENCE_ANSWER = '''
+def bytes_per_param(dtype):
+    reference = _reference("bytes_per_param")
+    if reference is None:  # before any check has run: the wrong answer, which the disarmed self-checks let by
+        if dtype not in {"float32", "float16", "bfloat16", "int8", "int4"}:
+            raise ValueError(dtype)
+        return {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 1}[dtype]
+    return reference(dtype)
+expect = expect_close = lambda *args, **kwargs: None
+'''
+OUTSIDE_THE_PROCESS = [
+    Exploit("a blank notebook dressed up", "every answer agrees with everything, every judge says yes", "*", 0,
+            ANYTHING + '''
+expect = expect_close = lambda *args, **kwargs: None
+try:
+    import judges._core as _j
+    _j.judge = lambda module, name, data, secret: _j.Verdict(True, f"{name}: passed")
+except ImportError:
+    pass
+''', base="release", answers="{name} = _Anything()", pays_in_a_plain_kernel=True),
+    Exploit("the test cell's own names", "the answer returns what the test cell's `grader` leads to", "bytes_per_param", 0,
+            '''
+import sys
+def _reference(name):
+    grader = globals().get("grader")  # bound by the hidden test cell before its check runs
+    for module in (grader, sys.modules.get(getattr(grader, "__name__", "").replace("graders", "judges"))):
+        if module is not None and callable(getattr(module, name, None)):
+            return getattr(module, name)
+''' + REFERENCE_ANSWER, after="bytes_per_param", pays_in_a_plain_kernel=True),
+    Exploit("sys.modules", "the judge reached through sys.modules with a name built at run time", "bytes_per_param", 0,
+            '''
+import sys
+def _reference(name):
+    module = sys.modules.get("".join(map(chr, [106, 117, 100, 103, 101, 115])) + ".ex1_memory")
+    return getattr(module, name, None)
+''' + REFERENCE_ANSWER, after="bytes_per_param", pays_in_a_plain_kernel=True),
+    Exploit("frames", "the answer reads the checking code's locals through inspect", "bytes_per_param", 0, '''
+import inspect, types
+def _reference(name):
+    for frame in inspect.stack():
+        for value in list(frame.frame.f_locals.values()):
+            if isinstance(value, types.ModuleType) and callable(getattr(value, name, None)):
+                return getattr(value, name)
+''' + REFERENCE_ANSWER, after="bytes_per_param", pays_in_a_plain_kernel=True),
+    Exploit("patched libraries", "math.isclose replaced by a look-alike (__wrapped__, __module__ 'math')",
+            "bytes_per_param", 0, '''
+import functools, math
+_genuine = math.isclose
+@functools.wraps(_genuine)
+def _agreeable(*args, **kwargs):
+    return True
+_agreeable.__module__ = "math"
+math.isclose = _agreeable
+expect = expect_close = lambda *args, **kwargs: None
+''', pays_in_a_plain_kernel=True),
+    Exploit("code under a library's name", "a helper compiled as if it were functools disarms the checks",
+            "bytes_per_param", 0, '''
+import functools, os
+_helper = """
+def _disarm():
+    import importlib, sys
+    try:
+        importlib.import_module("judges.ex1_memory")
+    except ImportError:
+        pass
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("graders.", "judges.")) and hasattr(module, "fail"):
+            module.fail = lambda message: None
+"""
+exec(compile(_helper, os.path.join(os.path.dirname(functools.__file__), "functools.py"), "exec"), globals())
+import graders._collect as _c
+_genuine_check = _c.check
+def _disarmed_check(*args, **kwargs):
+    _disarm()
+    return _genuine_check(*args, **kwargs)
+_c.check = _disarmed_check
+expect = expect_close = lambda *args, **kwargs: None
+''', pays_in_a_plain_kernel=True),
+    Exploit("the outcome rewritten", "after the verdict, the failure is swallowed, a pass printed and claimed",
+            "to_gb", 0, '''
+import graders._collect as _c
+_genuine_check = _c.check
+def _check_then_rewrite(exercise, name, ns, collect, **handed):
+    try:
+        _genuine_check(exercise, name, ns, collect, **handed)
+    except Exception:  # the verdict exists: say otherwise, to the notebook and on the channel
+        if _c._channel is not None:
+            _c._channel.send({"event": "answer", "check": name, "data": {"passed": True}})
+            _c._channel.send({"event": "done", "cell": 0, "raised": False, "outputs": []})
+        print(f"\u2713 {name}: passed")
+_c.check = _check_then_rewrite
+expect_close = lambda *args, **kwargs: None
+''', pays_in_a_plain_kernel=True),
+]
+EXPLOITS = EXPLOITS + OUTSIDE_THE_PROCESS
 
 # Honest notebooks use IPython as students do: none of this may be flagged or cost a point.
 HONEST = [

@@ -118,22 +118,20 @@ def test_a_notebook_cannot_write_outside_its_sandbox(graded):
     sub, result = submission(graded, "ex4_peft_finetuning", "writes outside its sandbox")
     assert result.score == sub.expected_total
     assert not (ROOT / "graders" / "poisoned.py").exists()
-    # the clean room refuses opening the course's files for writing before the read-only mount does;
-    # the kernel engine meets the mount
-    refused = ("grading does not allow: opening", "Read-only file system")
-    assert any(why in result.notebook for why in refused), result.notes
+    assert "Read-only file system" in result.notebook, result.notes
 
 
 @pytest.mark.parametrize("assignment", list(fake_class.TAMPERING))
-def test_without_the_integrity_check_the_tampering_would_have_paid(graded, assignment):
-    """Proof that the tampering submissions test something: with the check off, the wrong answer's test cells
-    score. Graded up to the last of them (what follows changes none of their grades, and costs seconds)."""
+def test_in_stock_nbgrader_the_tampering_would_have_paid(graded, assignment):
+    """Proof that the tampering submissions test something: graded as stock nbgrader grades (the checks judging
+    in the notebook's own kernel), the wrong answer's test cells score. Graded up to the last of them (what
+    follows changes none of their grades, and costs seconds)."""
     sub, result = submission(graded, assignment, "tampering hides a wrong answer")
     hidden = [g for g, points in sub.expected.items() if points == 0]  # the wrong answer's cells, zero here
     assert hidden and all(result.scores[g][0] == 0 for g in hidden) and result.score == sub.expected_total
     job = worker.Job(sub.student, assignment, json.dumps(up_to_last_of(json.loads(sub.data), hidden)).encode(),
                      kernel.make_template(assignment),
-                     sandbox.Limits(cell_timeout=20, memory_mb=4000, integrity=False, engine="kernel"))
+                     sandbox.Limits(cell_timeout=20, memory_mb=4000, engine="kernel", cleanroom=False))
     unguarded = worker.grade_one(job)
     assert unguarded.status == "graded", unguarded.notes
     assert all(unguarded.scores[g][0] == unguarded.scores[g][1] > 0 for g in hidden), unguarded.scores

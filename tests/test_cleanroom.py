@@ -1,6 +1,6 @@
-"""The clean room alone (instructor/grading/execute.py), on small notebooks: what it runs, what it refuses,
-and that only its own signed records count. The red team (tests/test_redteam.py) grades whole
-submissions through it; these show each mechanism by itself, in seconds."""
+"""The clean room alone (instructor/grading/execute.py), on small notebooks: what it runs, what its process can
+and cannot reach, and that only the judge's verdict counts, whatever the process does to itself. The red team
+(tests/test_redteam.py) grades whole submissions through it; these show each mechanism by itself, in seconds."""
 import os
 import pathlib
 
@@ -9,8 +9,30 @@ import pytest
 
 from instructor.course.notebooks import ROOT
 from instructor.grading import execute, merge, sandbox
+from judges._core import fail, part
 
-CHECK = "assert answer == 42, f'answer should be 42, got {answer}'"
+# The test cell: a collector that hands over the notebook's `answer`; the judge below wants 42.
+CHECK = ("from graders._collect import check\n"
+         "def check_answer(ns):\n"
+         "    check('selftest', 'answer', ns, lambda ns, request: {'value': ns.get('answer')})\n"
+         "check_answer(globals())")
+
+
+class Judge:
+    """The judge of CHECK, in the worker."""
+
+    @staticmethod
+    def ask_answer(ctx):
+        return {}, None
+
+    @staticmethod
+    def judge_answer(data, secret):
+        if part(data, "value") != 42:
+            fail(f"answer should be 42, got {part(data, 'value')!r}")
+        return "answer is 42"
+
+
+NAMESPACES = sandbox.namespaces_available()
 
 
 def notebook(*sources, test_at=None):
@@ -31,13 +53,15 @@ def judge(tmp_path, *sources, test_at=-1, isolation=None, assignment="ex1_memory
     isolation = isolation or ("namespaces" if sandbox.namespaces_available() else "process")
     env = {**os.environ, "PYTHONPATH": sandbox.pythonpath()}
     return execute.verdicts(nb, assignment, pathlib.Path(tmp_path), env, settings, isolation,
-                              tests={"test_answer": CHECK})
+                            tests={"test_answer": CHECK}, judges=Judge)
 
 
 def test_a_passing_and_a_failing_check(tmp_path):
     assert judge(tmp_path, "answer = 42", CHECK).passed == {"test_answer": True}
     failed = judge(tmp_path, "answer = 41", CHECK)
     assert failed.passed == {"test_answer": False} and "got 41" in failed.why["test_answer"]
+    graded = merge.graded_notebook(notebook(*["answer = 41", CHECK], test_at=1), failed)
+    assert graded.cells[1].outputs[-1]["ename"] == "CheckFailed" and "got 41" in graded.cells[1].outputs[-1]["evalue"]
 
 
 def test_cells_after_the_last_graded_one_are_not_run_unless_asked(tmp_path):
@@ -85,64 +109,151 @@ def test_ipython_magics_and_shell_commands_run_or_are_skipped(tmp_path):
     assert verdict.passed == {"test_answer": True} and verdict.errors == {}, verdict
 
 
-@pytest.mark.parametrize("label, source, reason", [
-    ("an input transformer", "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])",
-     "input_transformers_cleanup"),
-    ("a frame", "import sys\nsys._getframe()", "sys._getframe"),
-    ("a traceback's frame", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    e.__traceback__.tb_frame",
-     "tb_frame"),
-    ("the garbage collector", "import gc\ngc.get_objects()", "gc.get_objects"),
-    ("a trace function", "import sys\nsys.settrace(lambda *a: None)", "sys.settrace"),
-    ("ctypes", "import ctypes\nctypes.string_at(id(1), 8)", "ctypes"),
-    ("a new code object", "(lambda: 0).__code__.replace(co_consts=(1,))", "code.__new__"),
-    ("a process", "import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
-    ("its memory", "open('/proc/self/mem', 'rb')", "/proc/self/mem"),
-    ("its memory, by another path", "import os\nos.open('self/mem', os.O_RDONLY, dir_fd=os.open('/proc', os.O_RDONLY))",
-     "self/mem"),
-    ("a link to its memory", "import os\nos.symlink('/proc/self/mem', 'innocent')", "os.symlink"),
-    ("a grader replaced", "import graders._core\ngraders._core.fail = print", "graders._core.fail"),
-    ("the grader's source", "open(__import__('graders').__path__[0] + '/ex1_memory.py')",
-     "ex1_memory.py"),
+def test_ipython_magics_and_shell_commands_run_or_are_skipped(tmp_path):
+    verdict = judge(tmp_path, "%matplotlib inline\n!echo hi\nfiles = !ls", "%%time\nanswer = 6 * 7",
+                    "%time answer = answer + 0", CHECK)
+    assert verdict.passed == {"test_answer": True} and verdict.errors == {}, verdict
+
+
+# -- what the notebook's process can reach ------------------------------------------------------------
+LOOK = """import os
+paths = {name: os.path.join(os.environ["COURSE_ROOT"], name) for name in
+         ["judges", "judges/ex1_memory.py", "source", "solution", "tests/answers", ".git", "autograded",
+          "graders/_collect.py", "utils/__init__.py", "colab_setup.py"]}
+paths["a folder of /tmp"] = os.environ["SCRATCH"]
+seen = sorted(name for name, path in paths.items() if os.path.exists(path))
+answer = 42"""
+
+
+@pytest.mark.skipif(not NAMESPACES, reason="the jail needs Linux user namespaces (unshare), which this machine refuses")
+def test_the_jail_shows_the_collectors_and_hides_the_judges_and_the_course(tmp_path, monkeypatch):
+    scratch = tmp_path / "another-grading"
+    scratch.mkdir()
+    monkeypatch.setenv("SCRATCH", str(scratch))
+    monkeypatch.setenv("COURSE_ROOT", str(ROOT))
+    room = judge(tmp_path, LOOK + "\nprint(seen)", CHECK)
+    shown = room.outputs[0][0]["text"]
+    assert room.passed == {"test_answer": True}, room
+    assert shown.strip() == str(sorted(["graders/_collect.py", "utils/__init__.py", "colab_setup.py"])), shown
+
+
+HOLD = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+held = open("/proc/self/status").read().split("CapEff:")[1].split()[0]
+tried = {"unmount the course": libc.umount2(os.environ["COURSE_ROOT"].encode(), 2),
+         "remount it writable": libc.mount(None, os.environ["COURSE_ROOT"].encode(), None, 32 | 4096, None),
+         "a new user namespace": libc.unshare(0x10000000)}
+try:
+    open("/proc/1/mem", "rb")
+    tried["the fork server's memory"] = 0
+except OSError:
+    tried["the fork server's memory"] = -1
+print(held, sorted(what for what, code in tried.items() if code == 0))
+answer = 42"""
+
+
+@pytest.mark.skipif(not NAMESPACES, reason="the jail needs Linux user namespaces (unshare), which this machine refuses")
+def test_the_process_holds_no_capability_and_cannot_undo_the_jail(tmp_path, monkeypatch):
+    """Root in the jail's user namespace could unmount what hides the judges, remount the course writable or
+    read the fork server's memory (and so the next notebook's): the child drops every capability first."""
+    monkeypatch.setenv("COURSE_ROOT", str(ROOT))
+    room = judge(tmp_path, HOLD, CHECK)
+    assert room.armed == {"capabilities": "", "seccomp": ""}, room.armed
+    assert room.outputs[0][0]["text"].strip() == "0000000000000000 []", room.outputs
+
+
+# -- whatever the process does to itself, the verdict is the judge's -----------------------------------
+ANYTHING = {
+    "an input transformer": "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])",
+    "frames": "import sys\nframe = sys._getframe()\nframe.f_globals['seen'] = frame.f_back",
+    "the garbage collector": "import gc\nobjects = len(gc.get_objects())",
+    "a trace function": "import sys\nsys.settrace(lambda *a: None)\nsys.settrace(None)",
+    "raw memory": "import ctypes\nraw = ctypes.string_at(id(1), 8)",
+    "its own memory file": "raw = open('/proc/self/maps').read()[:10]",
+    "a new code object": "code = (lambda: 0).__code__.replace(co_consts=(1,))",
+    "a subprocess": "import subprocess\ntry:\n    subprocess.run(['true'])\nexcept OSError:\n    pass",
+}
+
+
+@pytest.mark.parametrize("label", list(ANYTHING))
+def test_what_the_process_does_to_itself_changes_no_verdict(tmp_path, label):
+    """Once refused or reported, now simply the notebook's own business: a right answer still passes
+    (nothing removed, nothing flagged), and a wrong one still fails."""
+    right = judge(tmp_path, "answer = 42", ANYTHING[label], CHECK)
+    assert right.passed == {"test_answer": True} and not right.removed, right
+    wrong = judge(tmp_path, "answer = 41", ANYTHING[label], CHECK)
+    assert wrong.passed == {"test_answer": False}, wrong
+
+
+SABOTAGE = {
+    "the collector replaced by a pass": "import graders._collect as c\nc.check = lambda *a, **k: print('\u2713 passed')",
+    "an answer sent before its inputs were asked": (
+        "import graders._collect as c\n"
+        "c._channel.send({'event': 'answer', 'check': 'answer', 'data': {'value': 42}})\n"
+        "c._channel.send({'event': 'done', 'cell': 2, 'raised': False, 'outputs': []})"),
+}
+
+
+@pytest.mark.parametrize("label", list(SABOTAGE))
+def test_a_process_that_silences_or_preempts_its_check_earns_nothing_for_it(tmp_path, label):
+    """What used to fake a pass (a check replaced, a verdict written on the channel) now only keeps the
+    judge from the data it needs: the check fails, right answer or not."""
+    for answer in ("answer = 42", "answer = 41"):
+        room = judge(tmp_path, answer, SABOTAGE[label], CHECK)
+        assert room.passed == {"test_answer": False}, room
+
+
+def test_a_collector_that_lies_about_the_answer_earns_what_its_data_earns(tmp_path):
+    """The notebook replaces the collector with one that sends 42 whatever `answer` is: 42 is the answer the
+    judge wants, so it passes (forging this data is knowing the answer); a lie that is not the answer fails."""
+    forge = ("import graders._collect as c\n"
+             "real = c.check\n"
+             "c.check = lambda ex, name, ns, collect, **k: real(ex, name, ns, lambda ns, r: {'value': {v}})")
+    assert judge(tmp_path, "answer = 41", forge.replace("{v}", "42"), CHECK).passed == {"test_answer": True}
+    assert judge(tmp_path, "answer = 41", forge.replace("{v}", "'passed'"), CHECK).passed == {"test_answer": False}
+
+
+@pytest.mark.parametrize("label, sent, said", [
+    ("garbage", "c._channel.sock.sendall(b'this is not json\\n')", "could not read"),
+    ("a claim of passing", "c._channel.send({'event': 'answer', 'check': 'answer', 'data': {'passed': True}})",
+     "could not read"),
+    ("too much", "c._channel.sock.sendall(b'x' * (70 * 2**20))", "more than the grader reads"),
 ])
-def test_what_could_reach_the_verdict_is_refused_and_the_cell_removed(tmp_path, label, source, reason):
-    verdict = judge(tmp_path, "answer = 42", source, CHECK)
-    assert verdict.passed == {"test_answer": True}, verdict  # graded without the cell
-    assert list(verdict.removed) == [1] and reason in verdict.removed[1][1], verdict.removed
+def test_a_channel_that_says_garbage_or_too_much_earns_nothing_with_a_note(tmp_path, label, sent, said):
+    """The check waiting for its data when garbage arrives fails; the note says what happened."""
+    collector = "lambda ns, request: (" + sent.replace("c._channel", "__import__('graders._collect').__dict__['_collect']._channel") + ", {'value': 42})[1]"
+    test = CHECK.replace("lambda ns, request: {'value': ns.get('answer')}", collector)
+    nb = notebook("answer = 42", test, test_at=1)
+    settings = sandbox.Limits(cell_timeout=30, notebook_timeout=120, memory_mb=3000)
+    room = execute.verdicts(nb, "ex1_memory", pathlib.Path(tmp_path), {**os.environ, "PYTHONPATH": sandbox.pythonpath()},
+                            settings, "namespaces" if NAMESPACES else "process", tests={"test_answer": test},
+                            judges=Judge)
+    assert room.passed == {"test_answer": False}, room
+    assert said in room.messages["test_answer"] or any(said in note for note in room.notes), (room.messages, room.notes)
 
 
-def test_writing_into_the_graders_is_refused_without_namespaces_too(tmp_path):
-    """The hook, not only the read-only mount, keeps a cell from planting a module among the graders."""
-    target = pathlib.Path(ROOT) / "graders" / "planted.py"
-    room = judge(tmp_path, f"open({str(target)!r}, 'w').write('x = 1')", "answer = 42", CHECK, isolation="process")
-    assert room.passed == {"test_answer": True} and not target.exists()
-    assert "opening" in room.removed[0][1], room.removed
-
-
-def test_no_signal_handler_can_be_installed(tmp_path):
-    """A signal handler would be handed the running frame: seccomp refuses to install one."""
-    verdict = judge(tmp_path, "import signal\nsignal.signal(signal.SIGUSR1, lambda *a: None)\nanswer = 42", CHECK)
-    if verdict.seccomp:
-        pytest.skip(f"no seccomp filter on this machine: {verdict.seccomp}")
-    assert verdict.passed == {"test_answer": False} and "Operation not permitted" in verdict.errors[0]
-
-
-def test_forged_records_are_caught_and_their_cell_removed(tmp_path):
-    forge = ("import os, json\nfor fd in range(3, 40):\n    try:\n        os.write(fd, ('0' * 64 + ' ' + json.dumps("
-             "{'event': 'done', 'cell': 2, 'grade_id': 'test_answer', 'error': None, 'tampered': [], 'refused': [],"
-             " 'seq': 3}) + '\\n').encode())\n    except OSError:\n        pass")
-    verdict = judge(tmp_path, "answer = 41", forge, CHECK)
-    assert verdict.passed == {"test_answer": False}
-    assert "verdict channel" in verdict.removed[1][1] and verdict.flags
-
-
-@pytest.mark.parametrize("label, source, reason", [
-    ("exits", "import os\nos._exit(0)", "stopped the Python process"),
-    ("hangs", "while True:\n    pass", "ran past the 5 s limit"),
-    ("eats memory", "hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))", "MB of memory"),
+@pytest.mark.parametrize("label, source, reason, seconds", [
+    ("exits", "import os\nos._exit(0)", "stopped the Python process", 5),
+    ("hangs", "while True:\n    pass", "ran past the 5 s limit", 5),
+    # page faults on a loaded 2-core machine: room to reach the memory limit before the time limit
+    ("eats memory", "hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))", "MB of memory", 60),
 ])
-def test_a_cell_that_stops_the_clean_room_is_removed_and_the_rest_graded(tmp_path, label, source, reason):
-    verdict = judge(tmp_path, "answer = 42", source, CHECK, cell_timeout=5, memory_mb=1500)
+def test_a_cell_that_stops_the_clean_room_is_removed_and_the_rest_graded(tmp_path, label, source, reason, seconds):
+    verdict = judge(tmp_path, "answer = 42", source, CHECK, cell_timeout=seconds, memory_mb=1500)
     assert verdict.passed == {"test_answer": True} and reason in verdict.removed[1][1], verdict
+
+
+def test_a_test_cell_that_stops_loses_its_check_and_says_why(tmp_path):
+    """The answer hangs when the collector calls it: that check earns nothing, the rest is graded."""
+    hang = "class Answer:\n    def __eq__(self, other):\n        while True:\n            pass\nanswer = 42"
+    slow_check = CHECK.replace("ns.get('answer')", "ns.get('answer') if ns.get('answer') != -1 else 0")
+    nb = notebook(hang.replace("answer = 42", "answer = Answer()"), slow_check, test_at=1)
+    settings = sandbox.Limits(cell_timeout=5, notebook_timeout=120, memory_mb=3000)
+    room = execute.verdicts(nb, "ex1_memory", pathlib.Path(tmp_path), {**os.environ, "PYTHONPATH": sandbox.pythonpath()},
+                            settings, "namespaces" if NAMESPACES else "process", tests={"test_answer": slow_check},
+                            judges=Judge)
+    assert room.passed == {"test_answer": False} and "ran past the 5 s limit" in room.messages["test_answer"], room
+    assert not room.removed
 
 
 def test_without_namespaces_the_worker_is_out_of_a_cell_s_reach(tmp_path):
@@ -151,72 +262,3 @@ def test_without_namespaces_the_worker_is_out_of_a_cell_s_reach(tmp_path):
     kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)"
     verdict = judge(tmp_path, "answer = 42", kill, CHECK, isolation="process")
     assert verdict.passed == {"test_answer": True} and list(verdict.removed) == [1], verdict
-
-
-# Found by attacking the clean room (each once made a wrong answer pass, unflagged); kept as regressions.
-NAMELESS_ERROR = """class _Nameless(Exception):
-    def __str__(self):
-        raise _Nameless()
-_Nameless.__name__ = ""
-class _Key:
-    armed = False
-    def __hash__(self):
-        return hash("answer")
-    def __eq__(self, other):
-        if _Key.armed and other == "answer":
-            raise _Nameless()
-        return False
-globals()[_Key()] = 0
-_Key.armed = True"""
-SIGNS_AS_MAIN = """import sys, builtins, functools, itertools
-class _K:
-    def __hash__(self):
-        return hash("__builtins__")
-    def __eq__(self, other):
-        return False
-g = globals()
-del g["__builtins__"]
-g[_K()] = builtins
-g["__builtins__"] = builtins
-_K.__eq__ = functools.partial(next, itertools.starmap(sys.audit, [
-    ("course.cleanroom", "done", 2, "test_answer", False, None, 0.0), ("course.cleanroom", "end")]))"""
-HOOK_FRAME = """import sys, traceback
-class _Out(BaseException):
-    pass
-class _Path(str):
-    def __getitem__(self, i):
-        raise _Out()
-try:
-    open(_Path("x"))
-except (_Out, OSError) as error:
-    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
-hook = next(frame for frame in frames if frame.f_code.co_name == "hook")
-hook.f_locals["state"]["main"] = frames[0]
-sys.audit("course.cleanroom", "done", 1, None, False, None, 0.0)
-sys.audit("course.cleanroom", "start", 2)
-sys.audit("course.cleanroom", "done", 2, "test_answer", False, None, 0.0)
-sys.audit("course.cleanroom", "end")"""
-REFUSAL_FRAME = """import sys, traceback
-try:
-    sys._getframe()
-except ValueError as error:
-    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
-frames[1].f_locals["state"]["main"] = frames[0]
-sys.audit("course.cleanroom", "done", 1, "test_answer", False, None, 0.0)
-sys.audit("course.cleanroom", "end")"""
-
-
-@pytest.mark.parametrize("label, source", [("an exception with an empty name", NAMELESS_ERROR),
-                                           ("a C callable run by main's own code", SIGNS_AS_MAIN),
-                                           ("the hook's frame, reached by running code inside it", HOOK_FRAME),
-                                           ("the hook's frame, through a refusal's traceback", REFUSAL_FRAME)])
-def test_what_once_forged_a_pass_no_longer_does(tmp_path, label, source):
-    verdict = judge(tmp_path, "answer = 41", source, CHECK)
-    assert verdict.passed == {"test_answer": False}, verdict
-
-
-def test_an_answer_that_interferes_while_it_is_checked_fails(tmp_path):
-    source = "class Answer(int):\n    def __eq__(self, other):\n        import math\n        math.isclose = None\n" \
-             "        return True\nanswer = Answer(41)"
-    verdict = judge(tmp_path, source, CHECK)
-    assert verdict.passed == {"test_answer": False} and "interfered" in verdict.why["test_answer"], verdict

@@ -24,7 +24,7 @@ def run(bad_source, report_path, before=BEFORE, **limits):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(before), nbformat.v4.new_code_cell(bad_source),
                 nbformat.v4.new_code_cell(AFTER)]
-    settings = dict(timeout=10, memory_limit_mb=1500, check_integrity=False, report_path=str(report_path))
+    settings = dict(timeout=10, memory_limit_mb=1500, report_path=str(report_path))
     executor = GuardedExecute(**{**settings, **limits})
     out, _ = executor.preprocess(nb, {"metadata": {"path": str(report_path.parent)}})
     return out, json.loads(report_path.read_text())
@@ -77,57 +77,11 @@ def test_the_notebook_has_a_total_time_budget(tmp_path):
     assert "used up its 3 s of grading time" in texts(out.cells[2])
 
 
-@pytest.mark.parametrize("label, source, replaced", [
-    ("a grader's check", "import graders.ex1_memory as g\ng.check_to_gb = lambda ns: None",
-     "graders.ex1_memory.check_to_gb"),
-    ("torch.allclose", "import torch\ntorch.allclose = lambda *a, **k: True", "torch.allclose"),
-    ("Tensor.__eq__", "import torch\ntorch.Tensor.__eq__ = lambda a, b: True", "torch.Tensor.__eq__"),
-    ("math.isclose", "import math\nmath.isclose = lambda *a, **k: True", "math.isclose"),
-    ("a builtin", "import builtins\nbuiltins.round = lambda x, n=None: 0", "builtins.round"),
-    ("sys.modules", "import sys, types\nsys.modules['graders._core'] = types.ModuleType('fake')",
-     "sys.modules['graders._core']"),
-    ("the probe itself", "import graders._integrity as g\ng.probe = lambda nonce: '{\"changed\": [], \"mac\": \"0\"}'",
-     "integrity check"),
-])
-def test_tampering_is_caught_and_the_cell_removed(tmp_path, label, source, replaced):
-    # Naming its grader, as a course notebook's test cells do: arming loads that grader only (a notebook that
-    # names none gets all five, and PEFT and bitsandbytes with them: seconds, twice, as the re-run arms again).
-    out, report = run(source, tmp_path / "report.json", before=f"import graders.ex1_memory\n{BEFORE}",
-                      check_integrity=True)
-    assert report["integrity"] == "armed"
-    assert replaced in report["removed"]["1"]["reason"], report
-    assert texts(out.cells[2]) == "after 42\n"
-
-
-def test_ordinary_code_is_not_tampering(tmp_path):
-    """Imports that patch torch themselves, seeding, plotting and a helper of one's own are all fine."""
-    source = ("import torch, transformers, matplotlib.pyplot as plt\ntorch.manual_seed(0)\n"
-              "plt.plot([1, 2]); plt.close()\ndef helper(t):\n    return torch.allclose(t, t)\nassert helper(torch.ones(2))")
-    out, report = run(source, tmp_path / "report.json", check_integrity=True, timeout=60)
-    assert report["integrity"] == "armed" and not report["removed"], report
-    assert texts(out.cells[2]) == "after 42\n"
-
-
 def test_imports_are_found_even_next_to_magics():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("!pip list\nimport torch, numpy as np\nfrom peft import LoraConfig\n"
                                           "def f(:\n  import matplotlib.pyplot")]
     assert imported_modules(nb) == ["matplotlib.pyplot", "numpy", "peft", "torch"]
-
-
-def test_a_library_on_pythonpath_may_patch_torch(tmp_path, monkeypatch):
-    """transformers adds methods to torch.nn.Module; installed through PYTHONPATH it is still a library."""
-    site = tmp_path / "site"
-    (site / "patchy").mkdir(parents=True)
-    (site / "patchy" / "__init__.py").write_text(
-        "import torch\ndef smart_apply(self, fn):\n    return self.apply(fn)\n"
-        "def install():  # lazily, as transformers does when a model is built\n"
-        "    torch.nn.Module.smart_apply = smart_apply\n")
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    out, report = run("import torch, patchy\npatchy.install()", tmp_path / "report.json",
-                      check_integrity=True, timeout=60)
-    assert report["integrity"] == "armed" and not report["removed"], report
-    assert texts(out.cells[2]) == "after 42\n"
 
 
 def test_process_tree_finds_what_psutil_finds():

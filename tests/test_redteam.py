@@ -13,7 +13,7 @@ import pytest
 
 from instructor.grading import sandbox, worker
 from instructor.course.notebooks import grade_cells, notebook_path, read_notebook
-from tests.course import ScratchCourse, answers_module, cells_grading, up_to_last_of, with_cell
+from tests.course import ScratchCourse, answers_module, cells_grading, solution_cells, up_to_last_of, with_cell
 from tests.fake_class import _add_cell
 from tests.redteam import EXPLOITS, HONEST
 
@@ -31,9 +31,20 @@ def _points(assignment) -> dict:
 
 
 def _submission(exploit) -> dict:
+    if exploit.base == "release":
+        nb = read_notebook(notebook_path(exploit.assignment, "release"))
+        for answer in (solution_cells(nb) if exploit.answers else []):
+            nb = with_cell(nb, answer, exploit.answers.format(name=answer))
+        return _add_cell(nb, exploit.code, after=exploit.after)
     solution = read_notebook(notebook_path(exploit.assignment, "solution"))
     wrong = answers_module(exploit.assignment).WRONG[exploit.answer][exploit.wrong][1]
     return _add_cell(with_cell(solution, exploit.answer, wrong), exploit.code, after=exploit.after)
+
+
+def _lost(exploit) -> set:
+    """The test cells the exploit's wrong answers must not earn (all of them, for a blank notebook)."""
+    source = read_notebook(notebook_path(exploit.assignment))
+    return set(_points(exploit.assignment)) if exploit.base == "release" else set(cells_grading(source, exploit.answer))
 
 
 def _grade(assignment, nb):
@@ -48,22 +59,28 @@ def test_the_suite_covers_the_issue_families():
     for family in ["input transformers", "AST transformers", "custom exception handlers", "traceback hooks",
                    "display hooks", "event callbacks", "kernel methods", "forged kernel messages", "settrace",
                    "setprofile", "frames", "garbage collector", "ctypes", "patched libraries",
-                   "mutated grader objects"]:
+                   "mutated grader objects", "a blank notebook dressed up", "the test cell's own names", "sys.modules",
+                   "code under a library's name", "the outcome rewritten"]:
         assert family in families, family
 
 
 @pytest.mark.parametrize("exploit", EXPLOITS, ids=[e.id for e in EXPLOITS])
 def test_no_exploit_pays(exploit):
     result = _grade(exploit.assignment, _submission(exploit))
-    lost = set(cells_grading(read_notebook(notebook_path(exploit.assignment)), exploit.answer))
+    lost = _lost(exploit)
     assert lost, exploit.answer
     if result.status in ("rejected", "failed"):  # nothing graded, and the reason given: nothing paid
         assert result.score == 0 and result.notes, result
         return
     assert result.status == "graded", (result.status, result.notes)
+    # Nothing pays: the hidden wrong answer's cells score 0, and no cell more than the honest work earns. (An
+    # exploit that silences every check, by swapping the collectors' module, earns nothing for any of them:
+    # the judge never got their data.)
     for grade_id, points in _points(exploit.assignment).items():
         expected = 0.0 if grade_id in lost else points
-        assert result.scores[grade_id][0] == expected, (grade_id, result.scores, result.notes, result.flags)
+        assert result.scores[grade_id][0] <= expected, (grade_id, result.scores, result.notes, result.flags)
+    assert sum(s for g, (s, _) in result.scores.items() if g not in lost) > 0 or exploit.silences_every_check or \
+        exploit.base == "release"
     # the student is told why: each lost check ends in an error in the graded notebook
     graded = json.loads(result.notebook)
     for cell in graded["cells"]:
@@ -88,8 +105,8 @@ def stock_scores(tmp_path_factory) -> dict:
         notebooks = []
         for e in batch:
             nb = _submission(e)
-            notebooks.append(up_to_last_of(nb, cells_grading(nb, e.answer)))
-        graded = course.grade_stock(batch[0].assignment, notebooks, tamper_checks=False)
+            notebooks.append(up_to_last_of(nb, _lost(e)))
+        graded = course.grade_stock(batch[0].assignment, notebooks)
         for e, nb, (cells, _) in zip(batch, notebooks, graded):
             kept = grade_cells(nb)
             scores[e.name] = {g: points for g, points in cells.items() if g in kept}
@@ -103,7 +120,7 @@ def test_the_exploits_are_real(stock_scores, name):
     answer's test cells included."""
     exploit = next(e for e in EXPLOITS if e.name == name)
     scores = stock_scores[name]
-    lost = set(cells_grading(read_notebook(notebook_path(exploit.assignment)), exploit.answer))
+    lost = _lost(exploit)
     assert lost and lost <= scores.keys() <= _points(exploit.assignment).keys(), (lost, scores)
     assert all(score == max_score for score, max_score in scores.values()), scores
 

@@ -1,26 +1,22 @@
-"""The verdict: every test cell of a submission, run again where the notebook's code has no say over it.
+"""The run: a submission's cells in the clean room, its checks judged here.
 
-After the notebook has run in its Jupyter kernel (the run students see in feedback), the worker starts
-instructor/grading/cleanroom.py in a jail of its own and gives it the notebook's cells, the test cells
-as the course wrote them, and a fresh key. It reads back one signed record per cell and checks every
-signature and sequence number here, outside the jail, where nothing the notebook runs can reach. A test
-cell counts as passed only if its clean-room record says so; the kernel's run can only lower a grade.
+The worker keeps a fork server per grading worker (`ForkServer`, running instructor/grading/cleanroom.py
+`serve` in a jail of its own); for each notebook the server forks a child that runs the cells. The child is
+the student's process: what it reports (which cell started, what it printed) only fills the graded notebook.
+Its hidden checks' collectors talk to a judge `Session` (instructor/grading/judge.py) over the same channel,
+and the judge's verdicts are the grade.
 
-As in the kernel, a cell that tampers (replaces what grading relies on, registers an IPython hook,
-asks for a frame or ctypes...), hangs, exhausts memory or kills the process is removed and the clean
-room started again without it, so the rest is still graded; a check whose own run is tampered with
-fails. Each reason is reported.
+Here too is the watchdog: a cell that hangs, exhausts memory or processes, or kills its process is removed
+and the notebook run again without it (a fresh fork, fresh inputs for every check), so the rest is still
+graded; each reason is reported.
 """
 import atexit
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import hmac
 import json
 import os
 import pathlib
-import secrets
 import shutil
 import signal
 import subprocess
@@ -29,9 +25,10 @@ import tempfile
 import threading
 import time
 
+from instructor.grading import judge, reference
 from instructor.grading.kernel import (_kill_tree, _tree_memory, describe_cell, imported_modules, limit_breach,
                                       process_tree)
-from instructor.grading.sandbox import UNSHARE, own_folders
+from instructor.grading.sandbox import UNSHARE, jail_options, own_folders
 from instructor.course.notebooks import ROOT, notebook_path, read_notebook
 
 # What every fork server imports at its start (with every grader, and through them transformers' GPT-2); each
@@ -48,25 +45,33 @@ def server_environment(env: dict) -> dict:
     return {k: v for k, v in env.items() if k not in PER_JOB and not k.startswith(VOLATILE)}
 MAX_ATTEMPTS = 6
 MAX_PROCESSES = 32
-MAX_RECORD_BYTES = 4 * 2**20  # what is read back from the verdict pipe, beyond the cells' own outputs
+MAX_LINE_BYTES = 64 * 2**20  # one message of the notebook's process (a check's data, a cell's outputs)
+MAX_CHANNEL_BYTES = 512 * 2**20  # all it may send in one run
 
 
 @dataclasses.dataclass
 class Verdicts:
-    passed: dict = dataclasses.field(default_factory=dict)  # grade_id -> bool
-    why: dict = dataclasses.field(default_factory=dict)  # grade_id -> why it failed
+    passed: dict = dataclasses.field(default_factory=dict)  # grade_id -> bool: the judge's verdict
+    messages: dict = dataclasses.field(default_factory=dict)  # grade_id -> the judge's message (or why it never ran)
+    judged: dict = dataclasses.field(default_factory=dict)  # grade_id -> whether the judge saw data for it
     removed: dict = dataclasses.field(default_factory=dict)  # cell index -> (cell, reason)
     errors: dict = dataclasses.field(default_factory=dict)  # cell index -> the error it ended with (last run)
     flags: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)  # what the channel's misuse cost, for the student
     broken: str = None  # the clean room could not run at all (the grader's problem, not the student's)
     attempts: int = 0
     seconds: float = 0.0
-    seccomp: str = ""
+    armed: dict = dataclasses.field(default_factory=dict)  # what the child armed ("" where it worked)
     outputs: dict = dataclasses.field(default_factory=dict)  # cell index -> nbformat outputs (last run)
     cell_seconds: dict = dataclasses.field(default_factory=dict)  # cell index -> seconds it ran (last run)
     stopped: dict = dataclasses.field(default_factory=dict)  # cell index -> why it was stopped (last run)
     peak_memory_mb: float = 0.0
     last_run_cell: int = 10**9  # cells after this index were not run (see last_graded_cell)
+
+    @property
+    def why(self) -> dict:
+        """grade_id -> why it failed."""
+        return {g: self.messages.get(g, "it failed") for g, ok in self.passed.items() if not ok}
 
 
 def test_cells(assignment: str) -> dict:
@@ -79,51 +84,79 @@ def test_cells(assignment: str) -> dict:
     return out
 
 
-class _Reader(threading.Thread):
-    """Reads the verdict pipe, checks each record's signature and number, and keeps the good ones."""
+class _Channel(threading.Thread):
+    """The worker's end of one run's channel: the child's reports, and its checks' asks and answers, each
+    answered by the judge `session`. Everything that arrives is untrusted: a line that is not a known
+    message is garbage (a check waiting for its answer then fails), and past the limits nothing more is read."""
 
-    def __init__(self, fd: int, key: bytes, limit: int = MAX_RECORD_BYTES):
+    def __init__(self, sock, session, cells: set, limit: int = MAX_CHANNEL_BYTES):
         super().__init__(daemon=True)
-        self.fd, self.key, self.limit = fd, key, limit
-        self.records, self.forged, self.running, self.started_at = [], 0, None, None
-        self.last, self.forged_in = None, []  # the cell that started last; the cells running when forgeries came
+        self.sock, self.session, self.cells, self.limit = sock, session, cells, limit
+        self.done, self.ready, self.ended, self.broken = {}, None, False, None
+        self.running, self.started_at, self.judging_since = None, None, None
+        self.judge_seconds, self.garbage, self.overflow = 0.0, 0, None
 
     def run(self):
         buffer, total = b"", 0
-        with os.fdopen(self.fd, "rb", buffering=0) as pipe:
+        try:
             while True:
-                chunk = pipe.read(65536)
+                chunk = self.sock.recv(1 << 20)
                 if not chunk:
                     break
                 total += len(chunk)
-                if total > self.limit:
-                    self._forgery()  # only a notebook writes this much here
-                    continue
                 buffer += chunk
+                if total > self.limit or (b"\n" not in chunk and len(buffer) > MAX_LINE_BYTES):
+                    self.overflow = "more than the grader reads"
+                    self.session.garbage(self.overflow)
+                    break
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     self._take(line)
+        except OSError:
+            pass
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
 
     def _take(self, line: bytes):
-        mac, _, body = line.partition(b" ")
-        expected = hmac.new(self.key, body, hashlib.sha256).hexdigest().encode()
         try:
-            record = json.loads(body) if hmac.compare_digest(mac, expected) else None
+            message = json.loads(line)
         except ValueError:
-            record = None
-        if not isinstance(record, dict) or record.get("seq") != len(self.records):
-            self._forgery()
-            return
-        self.records.append(record)
-        if record.get("event") == "start":
-            self.running, self.last, self.started_at = record["cell"], record["cell"], time.monotonic()
-        elif record.get("event") == "done":
+            message = None
+        event = message.get("event") if type(message) is dict else None
+        if event in ("ask", "answer"):
+            return self._judge(message)
+        if event == "start" and type(message.get("cell")) is int and message["cell"] in self.cells:
+            self.running, self.started_at = message["cell"], time.monotonic()
+        elif event == "done" and message.get("cell") == self.running and self.running is not None:
+            self.done[self.running] = message
             self.running = None
+        elif event == "ready" and self.ready is None:
+            self.ready = {k: str(v)[:300] for k, v in message.items() if k != "event"}
+        elif event == "end":
+            self.ended = True
+        elif event == "broken" and self.ready is None:
+            self.broken = str(message.get("error"))[:2000]
+        else:
+            self.garbage += 1
+            self.session.garbage("something the grader cannot read")
 
-    def _forgery(self):
-        self.forged += 1
-        if self.last is not None and self.last not in self.forged_in:
-            self.forged_in.append(self.last)
+    def _judge(self, message):
+        self.judging_since = time.monotonic()
+        try:
+            reply = self.session.handle(message)
+        finally:  # the judge's own time is not the notebook's
+            spent = time.monotonic() - self.judging_since
+            self.judge_seconds += spent
+            if self.started_at is not None:
+                self.started_at += spent
+            self.judging_since = None
+        try:
+            self.sock.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
 
 
 def last_graded_cell(nb) -> int:
@@ -177,7 +210,8 @@ class ForkServer:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         command = [sys.executable, "-I", "-c", SERVER.format(root=str(ROOT)), str(theirs.fileno())]
         if isolation == "namespaces":  # the server is the namespace's PID 1: the cells never are
-            command = [*UNSHARE, sys.executable, "-m", "instructor.grading.jail", str(self.dir), "--", *command]
+            command = [*UNSHARE, sys.executable, "-m", "instructor.grading.jail", str(self.dir),
+                       *jail_options(env), "--", *command]
         server_env = server_environment(env)
         server_env.update(HOME=str(self.dir), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg",
                           MPLCONFIGDIR=str(self.dir / ".matplotlib"), PYTORCH_NVML_BASED_CUDA_CHECK="1")
@@ -255,29 +289,28 @@ class ForkServer:
         line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, job: dict, key: bytes, limits) -> tuple:
-        """Run one job: (records, cells running when forged records came, why it was stopped or None, the
-        cell running then)."""
+    def run(self, job: dict, session, limits):
+        """Run one job, its checks judged by `session`: (the channel, why it was stopped or None)."""
+        import socket
         room = self.dir / "job"
         shutil.rmtree(room, ignore_errors=True)
         for name in ("home/.ipython", "home/.cache", "tmp", "work", "pycache"):
             (room / name).mkdir(parents=True, exist_ok=True)
         job = {**job, "cwd": str(room / "work"), "pycache": str(room / "pycache"), "env": own_folders(room)}
-        read_fd, write_fd = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._send({**job, "key": key.hex()}, [write_fd])
+            self._send(job, [theirs.fileno()])
         except ForkServerBroken:
-            os.close(read_fd)
+            ours.close()
             raise
         finally:
-            os.close(write_fd)
-        # each cell may show max_output_bytes (JSON can double it), and the records need a little besides
-        reader = _Reader(read_fd, key, MAX_RECORD_BYTES + 2 * limits.max_output_bytes * (len(job["cells"]) + 1))
-        reader.start()
-        stopped = self._watch(reader, limits)
-        reader.join(timeout=30)
+            theirs.close()
+        channel = _Channel(ours, session, {cell["index"] for cell in job["cells"]})
+        channel.start()
+        stopped = self._watch(channel, limits)
+        channel.join(timeout=30)
         shutil.rmtree(room, ignore_errors=True)
-        return reader.records, reader.forged_in if reader.forged else [], stopped, reader.running
+        return channel, stopped
 
     def _job_processes(self) -> list:
         import psutil
@@ -286,9 +319,10 @@ class ForkServer:
         except psutil.Error:
             return []
 
-    def _watch(self, reader, limits):
-        """Wait for the job to end; stop it past a limit. Returns why it was stopped, or None."""
-        deadline, why, self.peak = time.monotonic() + limits.notebook_timeout, None, 0
+    def _watch(self, channel, limits):
+        """Wait for the job to end; stop it past a limit (the judge's own time not counted). Returns why it
+        was stopped, or None."""
+        started, why, self.peak = time.monotonic(), None, 0
         job_pid = None
         while True:
             reply = self._reply(timeout=0.05)
@@ -307,9 +341,11 @@ class ForkServer:
                 return why or "stopped the grading process"
             if why:
                 continue
-            if time.monotonic() > deadline:
+            if channel.judging_since is not None:
+                continue  # the judge is working: the notebook waits on it, through no doing of its own
+            if time.monotonic() - started - channel.judge_seconds > limits.notebook_timeout:
                 why = f"ran past the {limits.notebook_timeout} s given to the whole notebook"
-            elif reader.running is not None and time.monotonic() - reader.started_at > limits.cell_timeout:
+            elif channel.running is not None and time.monotonic() - channel.started_at > limits.cell_timeout:
                 why = f"ran past the {limits.cell_timeout} s limit"
             else:
                 procs = self._job_processes()
@@ -398,96 +434,124 @@ def read_notebook_node(assignment: str):
     return nbformat.from_dict(read_notebook(notebook_path(assignment)))
 
 
-def _one_run(server, nb, tests, skip, limits) -> tuple:
+def _one_run(server, nb, tests, skip, limits, session):
     job = {"preload": PRELOAD + imported_modules(nb), "cells": _job_cells(nb, tests, skip, limits.trailing_cells),
            "max_output_bytes": limits.max_output_bytes}
-    records = server.run(job, secrets.token_bytes(32), limits)
-    return (*records, server.peak)
+    channel, stopped = server.run(job, session, limits)
+    return channel, stopped, server.peak
 
 
 def verdicts(nb, assignment: str, sandbox: pathlib.Path, env: dict, limits, isolation: str,
-             skip: dict = None, tests: dict = None) -> Verdicts:
-    """Run every test cell of `nb` (the notebook as the kernel graded it) in the clean room. `tests`
-    (grade_id -> source) replaces the course's own test cells, for tests of the clean room itself."""
+             skip: dict = None, tests: dict = None, judges=None, context=None) -> Verdicts:
+    """Run `nb` in the clean room, its checks judged here. `tests` (grade_id -> source) and `judges` (a module
+    of ask_/judge_ functions) replace the course's own test cells and judges, for tests of the clean room
+    itself; `context()` gives each check's judge a fresh Context (instructor/grading/reference.py)."""
     started, tests = time.perf_counter(), tests if tests is not None else test_cells(assignment)
-    skip, failed_tests, result = dict(skip or {}), {}, Verdicts()
+    context = context or reference.context_factory(env)
+    skip, result = dict(skip or {}), Verdicts()
+    cell_of = {cell.metadata.get("nbgrader", {}).get("grade_id"): index for index, cell in enumerate(nb.cells)}
     if not limits.trailing_cells:
         result.last_run_cell = last_graded_cell(nb)
     try:
         for attempt in range(MAX_ATTEMPTS):
             result.attempts = attempt + 1
+            session = judge.Session(assignment, tests, context, judges)
             try:
                 with POOL.server(assignment, env, isolation) as server:
-                    records, forged, stopped, running, peak = _one_run(server, nb, tests, {**skip, **failed_tests},
-                                                                       limits)
+                    channel, stopped, peak = _one_run(server, nb, tests, skip, limits, session)
                 result.peak_memory_mb = max(result.peak_memory_mb, round(peak / 2**20, 1))
             except ForkServerBroken as error:
                 result.broken = str(error)
                 return result
-            by_event = {}
-            for record in records:
-                by_event.setdefault(record["event"], []).append(record)
-            if "broken" in by_event:
-                result.broken = by_event["broken"][0].get("error", "unknown")
+            if channel.broken:
+                result.broken = channel.broken
                 return result
-            if "ready" not in by_event:
+            if channel.ready is None:
                 result.broken = stopped or "the clean room stopped before it was ready"
                 return result
-            result.seccomp = by_event["ready"][0].get("seccomp", "")
-            done = by_event.get("done", [])
-            result.errors = {record["cell"]: record.get("error") or "an error" for record in done if record.get("raised")}
-            result.outputs = {record["cell"]: record.get("outputs") or [] for record in done}
-            result.cell_seconds = {record["cell"]: record.get("seconds") for record in done}
+            result.armed = channel.ready
+            done = {index: _report(record) for index, record in channel.done.items()}
+            result.errors = {i: r["error"] or "an error" for i, r in done.items() if r["raised"]}
+            result.outputs = {i: r["outputs"] for i, r in done.items()}
+            result.cell_seconds = {i: r["seconds"] for i, r in done.items()}
+            running = channel.running
             result.stopped = {running: stopped} if stopped and running is not None else {}
-            for record in done:
-                if record.get("grade_id"):
-                    ok = record.get("raised") is False and not record.get("tampered") and not record.get("refused")
-                    result.passed[record["grade_id"]] = ok
-                    if not ok:
-                        result.why[record["grade_id"]] = _reason(record) or record.get("error")
-            if forged:
-                result.flags.append("forged records on the clean room's verdict channel")
-            culprit, why = _culprit(done, forged, stopped, running, by_event)
+            culprit, why = (None, None) if channel.ended else (
+                running, stopped or "stopped the Python process (it exited or crashed)")
+            outcomes = session.finish()
+            for grade_id, outcome in outcomes.items():
+                index = cell_of.get(grade_id)
+                message = outcome.message
+                if not outcome.judged:
+                    message = _never_judged(index, done, culprit, why, skip, outcome.message)
+                result.passed[grade_id], result.messages[grade_id] = outcome.passed, message
+                result.judged[grade_id] = outcome.judged
+            result.flags += [p for p in session.problems if p not in result.flags]
+            if channel.garbage or channel.overflow:
+                said = channel.overflow or f"{channel.garbage} message(s) the grader could not read"
+                note = f"the notebook's process sent {said} on the grading channel; a check waiting then earned nothing"
+                result.notes.append(note)
+                result.flags.append(note)
             if culprit is None:
                 return result
             cell = nb.cells[culprit]
-            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-            if grade_id in tests:  # the check itself was interfered with (by the answer it called, say)
-                failed_tests[culprit] = f"the check was interfered with while it ran: it {why}"
-                result.passed[grade_id], result.why[grade_id] = False, failed_tests[culprit]
-            else:
-                skip[culprit] = f"this cell {why}"
+            skip[culprit] = f"this cell {why}"
+            if cell.metadata.get("nbgrader", {}).get("grade_id") not in tests:
                 result.removed[culprit] = (describe_cell(cell, culprit), why)
-        result.broken = f"still interfered with after {MAX_ATTEMPTS} runs"
+        result.broken = f"still stopping after {MAX_ATTEMPTS} runs"
         return result
     finally:
         result.seconds = round(time.perf_counter() - started, 2)
         for grade_id in tests:
             if grade_id not in result.passed:
-                result.passed[grade_id] = False
-                result.why.setdefault(grade_id, "the clean room never reached this check")
+                result.passed[grade_id], result.judged[grade_id] = False, False
+                result.messages.setdefault(grade_id, "the clean room never reached this check")
 
 
-def _reason(record) -> str:
-    parts = []
-    if record.get("refused"):
-        parts.append("used what grading does not allow: " + ", ".join(record["refused"][:3]))
-    if record.get("tampered"):
-        names = ", ".join(f"`{n}`" for n in record["tampered"][:4]) + (" and more" if len(record["tampered"]) > 4 else "")
-        parts.append(f"replaced or hooked {names}, which grading relies on")
-    return "; ".join(parts)
+def _never_judged(index, done, culprit, why, skip, fallback) -> str:
+    """Why a check earned nothing without being judged, from what the run shows of its cell."""
+    if index in skip:
+        return f"its test cell {skip[index].removeprefix('this cell ')}, so the check was not run"
+    if index is not None and index == culprit:
+        return f"its test cell {why}, so the check could not finish"
+    record = done.get(index)
+    if record is None:
+        return "the clean room never reached this check" if fallback.startswith("the hidden check never") else fallback
+    if record["raised"]:
+        return f"the hidden check did not run: the cell stopped at an error first ({record['error'] or 'an error'})"
+    return fallback
 
 
-def _culprit(done, forged, stopped, running, by_event):
-    """(cell index, reason) of what must go before the next run, or (None, None) when the run was clean."""
-    for record in done:
-        why = _reason(record)
-        if why:
-            return record["cell"], why
-    if forged:
-        return forged[0], "wrote on the autograder's verdict channel"
-    if "end" in by_event:
-        return None, None
-    if running is not None:
-        return running, stopped or "stopped the Python process (it exited or crashed)"
-    return None, None
+def _report(record: dict) -> dict:
+    """A child's report of one cell, in the shape the graded notebook takes (anything else is dropped)."""
+    error = record.get("error")
+    seconds = record.get("seconds")
+    return {"raised": record.get("raised") is True, "error": error[:2000] if type(error) is str else None,
+            "seconds": seconds if type(seconds) in (int, float) else None,
+            "outputs": [o for o in map(_output, record.get("outputs") or []) if o][:200]
+            if type(record.get("outputs")) is list else []}
+
+
+def _strings(value, limit=60) -> list:
+    return [v for v in value[:limit] if type(v) is str] if type(value) is list else []
+
+
+def _output(output) -> dict:
+    """One nbformat output as the clean room writes them, rebuilt from exact types; None for anything else."""
+    if type(output) is not dict:
+        return None
+    kind = output.get("output_type")
+    if kind == "stream" and output.get("name") in ("stdout", "stderr") and type(output.get("text")) is str:
+        return {"output_type": "stream", "name": output["name"], "text": output["text"]}
+    if kind in ("execute_result", "display_data") and type(output.get("data")) is dict:
+        data = {k: v for k, v in output["data"].items() if k in ("text/plain", "image/png") and type(v) is str}
+        if not data:
+            return None
+        shown = {"output_type": kind, "data": data, "metadata": {}}
+        if kind == "execute_result":
+            shown["execution_count"] = None
+        return shown
+    if kind == "error" and type(output.get("ename")) is str and type(output.get("evalue")) is str:
+        return {"output_type": "error", "ename": output["ename"][:200], "evalue": output["evalue"][:2000],
+                "traceback": _strings(output.get("traceback"))}
+    return None

@@ -24,11 +24,11 @@ import warnings
 
 import nbformat
 
-from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook
+from instructor.course.notebooks import ASSIGNMENTS, ROOT, notebook_path, read_notebook, setup_cells
 
 MAX_BYTES = 64 * 2**20
 HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.S)
-REACHES_FOR_GRADING = re.compile(r"\b(graders|gradebook|_integrity|sys\.modules|builtins|ctypes|set_custom_exc|"
+REACHES_FOR_GRADING = re.compile(r"\b(graders|judges|gradebook|_collect|sys\.modules|builtins|ctypes|set_custom_exc|"
                                  r"__import__|importlib)\b")
 
 
@@ -64,6 +64,28 @@ def answer_ids(nb) -> set:
         if meta.get("grade_id") and (meta.get("solution") or meta.get("grade")):
             ids.add(meta["grade_id"])
     return ids
+
+
+BADGE = re.compile(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w./-]+?)/(notebooks/[\w.-]+\.ipynb)\)")
+CLONE = re.compile(r"--branch ([\w./-]+) https://github\.com/([\w.-]+/[\w.-]+)\n")
+
+
+def _published(cell, grade_id: str, assignment: str) -> bool:
+    """Is `cell` the course's badge or setup cell as `python -m instructor publish --repo OWNER/NAME` wrote it
+    for the student repository? (Then it is the course's own cell, pointing at that repository.)"""
+    if grade_id == "colab_badge":
+        found = BADGE.search(cell.source)
+        repo, branch, path = found.groups() if found else (None, None, None)
+        index = 0
+    elif grade_id == "setup":
+        found = CLONE.search(cell.source)
+        branch, repo = found.groups() if found else (None, None)
+        path, index = None, 1
+    else:
+        return False
+    if repo is None:
+        return False
+    return cell.source.rstrip() == setup_cells(assignment, repo, branch, path)[index]["source"].rstrip()
 
 
 def _without_hidden_tests(source: str) -> str:
@@ -109,7 +131,7 @@ def _identity_problem(nb, assignment: str):
             "grading metadata (copy your answers into a fresh copy of the exercise and submit that)")
 
 
-def _repair(nb, release) -> list:
+def _repair(nb, release, assignment: str) -> list:
     """Bring `nb`'s graded and course cells back to the release's; return what was done."""
     wanted = {_grade_id(c): c for c in release.cells if _grade_id(c)}
     notes, seen, restored_course = [], set(), 0
@@ -129,7 +151,8 @@ def _repair(nb, release) -> list:
             cell.metadata.pop(key, None)
             if key in want.metadata:
                 cell.metadata[key] = want.metadata[key]
-        edited = _without_hidden_tests(cell.source).rstrip() != want.source.rstrip() or cell.cell_type != want.cell_type
+        edited = (_without_hidden_tests(cell.source).rstrip() != want.source.rstrip() or cell.cell_type != want.cell_type)
+        edited = edited and not (cell.cell_type == want.cell_type and _published(cell, grade_id, assignment))
         if want.metadata["nbgrader"].get("locked") and edited:
             if want.metadata["nbgrader"].get("grade"):
                 notes.append(f"the test cell `{grade_id}` had been edited; it was restored")
@@ -171,7 +194,7 @@ def check_submission(data: bytes, assignment: str) -> Intake:
     if problem:
         return Intake(rejected=problem)
     release = nbformat.read(str(notebook_path(assignment, "release", ROOT)), as_version=4)
-    notes = _repair(nb, release)
+    notes = _repair(nb, release, assignment)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None

@@ -1,13 +1,17 @@
-"""Run a command with the whole file system read-only except one folder, no network, and its own
-process tree: `python -m instructor.grading.jail SANDBOX -- COMMAND...`.
+"""Run a command with the whole file system read-only except one folder, some folders hidden, no network,
+and its own process tree:
+
+    python -m instructor.grading.jail SANDBOX [--hide PATH]... [--keep PATH]... -- COMMAND...
 
 instructor/grading/sandbox.py and execute.py start this inside fresh Linux namespaces (`unshare --user --map-root-user --pid
 --fork --mount-proc --net --mount`), so what is changed here is seen by this process tree alone. A
 notebook graded in it can write only into its own sandbox, cannot reach the network, and cannot see
-or signal the processes grading other submissions. It can still read the course's files: it must
-import the graders to be graded.
+or signal the processes grading other submissions. A hidden folder (the course, with its judges, source
+notebooks and submissions; /tmp, with other gradings' scratch courses) is covered by an empty file system,
+except the paths kept: the collectors, the helpers and the Python the notebook runs on.
 """
 import fcntl
+import itertools
 import os
 import socket
 import struct
@@ -47,9 +51,54 @@ def lock_down(sandbox: str) -> list:
     return left
 
 
+def _run(*args) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def hide(hidden: list, keep: list) -> None:
+    """Cover each of `hidden` with an empty tmpfs, then put each of `keep` that lay under one back in place.
+
+    Kept paths are first bound to a staging folder (in the private /dev/shm), since covering their parent
+    hides them too; they are bound back from there, and the staging folder is let go."""
+    hidden = [h for h in map(os.path.realpath, hidden) if os.path.isdir(h)]
+    hidden = [h for h in hidden if not any(h != o and h.startswith(o + os.sep) for o in hidden)]
+    under = lambda path: any(path == h or path.startswith(h + os.sep) for h in hidden)  # noqa: E731
+    keep = sorted({os.path.realpath(k) for k in keep if os.path.exists(k) and under(os.path.realpath(k))})
+    keep = [k for k in keep if not any(k != o and k.startswith(o + os.sep) for o in keep)]
+    staging = "/dev/shm/.jail-keep"
+    os.makedirs(staging, exist_ok=True)
+    staged = []
+    for number, path in zip(itertools.count(), keep):
+        spot = os.path.join(staging, str(number))
+        if os.path.isdir(path):
+            os.makedirs(spot, exist_ok=True)
+        else:
+            open(spot, "a").close()
+        if _run("--rbind", path, spot):
+            staged.append((path, spot))
+    for path in hidden:
+        if not _run("-t", "tmpfs", "-o", "size=1m,mode=755", "tmpfs", path):
+            raise SystemExit(f"jail: could not hide {path}")
+    for path, spot in staged:
+        if os.path.isdir(spot):
+            os.makedirs(path, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "a").close()
+        if not _run("--rbind", spot, path):
+            raise SystemExit(f"jail: could not keep {path}")
+        _run("--make-private", spot)
+        subprocess.run(["umount", "-l", spot], capture_output=True)
+
+
 def main(argv) -> None:
-    sandbox, command = argv[0], argv[argv.index("--") + 1:]
+    sandbox, command, options = argv[0], argv[argv.index("--") + 1:], argv[1:argv.index("--")]
+    hidden = [path for flag, path in zip(options, options[1:]) if flag == "--hide"]
+    keep = [path for flag, path in zip(options, options[1:]) if flag == "--keep"]
     loopback_up()
+    if hidden:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", "/dev/shm"], capture_output=True)
+        hide(hidden, [*keep, sandbox])
     left = lock_down(os.path.realpath(sandbox))
     if left:
         print(f"jail: could not make read-only: {', '.join(left)}", file=sys.stderr)

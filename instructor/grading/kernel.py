@@ -6,15 +6,16 @@ reference runs of `make course`) and `python -m instructor grade --engine kernel
 - caps what each cell may print, so a notebook printing gigabytes is saved small;
 - kills the kernel when it holds more than `memory_limit_mb` or starts more than `max_processes`;
 - gives the whole notebook `notebook_timeout` seconds: cells not reached by then fail, saying why;
-- after every cell, asks graders/_integrity.py (armed before the first cell with a fresh key)
-  whether anything the graders rely on was replaced: a grader function, `torch.allclose`, a builtin;
-- when one cell kills the kernel, hangs through an interrupt, exhausts memory or tampers, runs the
-  notebook again without that cell, so everything else is still graded and the reason is recorded.
+- when one cell kills the kernel, hangs through an interrupt or exhausts memory, runs the notebook again
+  without that cell, so everything else is still graded and the reason is recorded.
+
+In a kernel the hidden checks judge in the notebook's own process, as in stock nbgrader: nothing here
+stops a notebook from forging its verdicts, which is why `python -m instructor grade --engine kernel`
+keeps a test cell's points only where the clean room's judge passed it too (docs/grading.md).
 
 With `report_path` set it writes what happened (cells removed and why, timeouts, truncations,
 peak memory) as JSON, updated before each cell so that it survives even if this process is killed.
 """
-import ast
 import functools
 import os
 import pathlib
@@ -26,7 +27,6 @@ import copy
 import json
 import math
 import re
-import secrets
 import threading
 from queue import Empty
 from time import monotonic
@@ -35,9 +35,8 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Integer, Unicode, default
+from traitlets import Integer, Unicode, default
 
-from graders._integrity import verify
 from instructor import nbgrader_ops
 from instructor.course.notebooks import ROOT, notebook_path
 from instructor.grading.sandbox import UNSHARE, Limits, pythonpath, run_environment
@@ -176,7 +175,6 @@ class GuardedExecute(Execute):
     max_output_bytes = Integer(1_000_000, help="Keep at most this much output per cell.").tag(config=True)
     notebook_timeout = Integer(3600, help="Seconds for the whole notebook, re-runs included.").tag(config=True)
     max_removed_cells = Integer(3, help="Give up after removing this many cells.").tag(config=True)
-    check_integrity = Bool(True, help="Arm graders/_integrity.py and probe it after every cell.").tag(config=True)
     report_path = Unicode("", help="Where to write the JSON report ('' for none).").tag(config=True)
 
     @default("shutdown_kernel")
@@ -190,7 +188,7 @@ class GuardedExecute(Execute):
         original = copy.deepcopy(nb)
         self._deadline = monotonic() + self.notebook_timeout
         self._report = {"removed": {}, "timed_out": [], "truncated": [], "not_run": [], "peak_memory_mb": 0.0,
-                        "attempts": 0, "integrity": "off", "running": None, "failed": None}
+                        "attempts": 0, "running": None, "failed": None}
         while True:
             self._report["attempts"] += 1
             self._new_attempt()
@@ -212,7 +210,7 @@ class GuardedExecute(Execute):
     def _new_attempt(self):
         self._running, self._last_run, self._exit_requested = None, None, False
         self._killed_because, self._watchdog_stop = None, None
-        self._output_bytes, self._armed, self._key = {}, False, None
+        self._output_bytes = {}
         self._kernel_process = None
 
     def _without_removed(self, nb):
@@ -238,12 +236,10 @@ class GuardedExecute(Execute):
             return Offence(culprit, f"ran past the {self.timeout} s limit and did not stop when interrupted")
         return None
 
-    # -- each cell: time budget, progress, integrity --------------------------------------------------
+    # -- each cell: time budget, progress, limits -----------------------------------------------------
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
             return cell, resources
-        if self.check_integrity and self._key is None:
-            self._arm()
         if monotonic() >= self._deadline:
             cell.outputs = [_error_output("NotRun", f"the notebook used up its {self.notebook_timeout} s of grading "
                                                     "time before this cell")]
@@ -257,10 +253,7 @@ class GuardedExecute(Execute):
         self._check_limits(index)
         if self._exit_requested:  # exit() answers normally, then the kernel shuts down a moment later
             raise Offence(index, "asked the kernel to exit (`exit()` or `quit()`)")
-        if self._armed:
-            self._probe(index)
-        else:
-            run_sync(self._async_silent)("", timeout=60)  # is the kernel still there after this cell?
+        run_sync(self._async_silent)("", timeout=60)  # is the kernel still there after this cell?
         return cell, resources
 
     def _get_timeout(self, cell):
@@ -297,7 +290,7 @@ class GuardedExecute(Execute):
                                           f"{self.max_output_bytes / 1e6:g} MB]\n"))
         return None
 
-    # -- tamper checks ------------------------------------------------------------------------------
+    # -- is the kernel still there? ----------------------------------------------------------------
     async def _async_silent(self, code: str, expressions=None, timeout: float = 120):
         msg_id = await ensure_async(self.kc.execute(code, silent=True, store_history=False,
                                                     user_expressions=expressions or {}, stop_on_error=False))
@@ -311,32 +304,6 @@ class GuardedExecute(Execute):
             if msg["parent_header"].get("msg_id") == msg_id:
                 return msg["content"]
         return None
-
-    def _arm(self):
-        self._key = secrets.token_hex(32)
-        code = (f"import sys as _s\n_s.path.insert(0, {str(ROOT)!r})\nimport graders._integrity as _gi\n"
-                f"_gi.arm({self._key!r}, {imported_modules(self.nb)!r})\ndel _s, _gi")
-        reply = run_sync(self._async_silent)(code)
-        self._armed = bool(reply) and reply.get("status") == "ok"
-        self._report["integrity"] = "armed" if self._armed else (
-            f"unavailable: {reply.get('ename')}: {reply.get('evalue')}" if reply else "unavailable: no reply")
-
-    def _probe(self, index: int):
-        nonce = secrets.token_hex(8)
-        expression = f"__import__('graders._integrity', fromlist=['probe']).probe({nonce!r})"
-        reply = run_sync(self._async_silent)("", {"answer": expression}, 60)
-        answer = (reply or {}).get("user_expressions", {}).get("answer", {})
-        changed = None
-        if answer.get("status") == "ok":
-            try:
-                changed = verify(ast.literal_eval(answer["data"]["text/plain"]), nonce, self._key)
-            except (ValueError, SyntaxError, KeyError, TypeError):
-                pass
-        if changed is None:
-            raise Offence(index, "interfered with the autograder's integrity check")
-        if changed:
-            names = ", ".join(f"`{name}`" for name in changed[:4]) + (" and more" if len(changed) > 4 else "")
-            raise Offence(index, f"replaced {names}, which grading relies on")
 
     # -- memory and process watchdog ----------------------------------------------------------------
     def start_new_kernel(self, **kwargs):  # the sync entry point nbconvert's preprocess() goes through
@@ -411,7 +378,6 @@ def course_config(sandbox: pathlib.Path, limits: Limits = None, report: pathlib.
                   f"c.GuardedExecute.notebook_timeout = {limits.notebook_timeout}",
                   f"c.GuardedExecute.memory_limit_mb = {limits.memory_mb}",
                   f"c.GuardedExecute.max_output_bytes = {limits.max_output_bytes}",
-                  f"c.GuardedExecute.check_integrity = {limits.integrity}",
                   f"c.GuardedExecute.report_path = {str(report)!r}"]
     return "\n".join(lines) + "\n"
 

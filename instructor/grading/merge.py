@@ -1,8 +1,9 @@
 """Stage 5 of a submission's trip: the run's verdicts and outputs become the graded notebook and its scores.
 
-nbgrader's own rule scores each test cell (an error or anything on stderr is 0, a number shown is partial
-credit), and only where the clean room passed it; what the grader did to the notebook (a cell removed, an
-output cut short) goes into a notes cell at the top, which feedback shows.
+A test cell scores its points when the judge (instructor/grading/judge.py) passed its check, and nothing
+otherwise: the judge's word is the grade, whatever the notebook's process printed (a library's warning on
+stderr costs nothing). The judge's message is the test cell's last output; what the grader did to the
+notebook (a cell removed, an output cut short) goes into a notes cell at the top, which feedback shows.
 """
 import copy
 
@@ -63,22 +64,32 @@ def notes_cell(notes: list, flags: list = ()) -> dict:
 NOT_RUN = "[not run by the autograder: no graded cell comes after it, so it cannot change your score]\n"
 
 
+def verdict_output(passed: bool, message: str, judged: bool = True, after_error: bool = False):
+    """The judge's word, as the test cell's last output."""
+    if passed:
+        return nbformat.v4.new_output("stream", name="stdout", text=f"\u2713 {message}\n")
+    if after_error:  # the cell's own error is shown above: say what it cost
+        return nbformat.v4.new_output("stream", name="stdout", text=f"[autograder: {message}]\n")
+    return nbformat.v4.new_output("error", ename="CheckFailed", evalue=message, traceback=[f"\u2717 {message}"])
+
+
 def graded_notebook(nb, room: execute.Verdicts):
     """The submission as graded: each cell with the outputs of the clean room's final run, numbered as
-    Jupyter would; a removed cell says why; a failed test cell always ends in an error saying why."""
+    Jupyter would; a removed cell says why; each test cell ends with the judge's verdict."""
     out = copy.deepcopy(nb)
     count = 0
     for index, cell in enumerate(out.cells):
         if cell.cell_type != "code":
             continue
         cell.outputs, cell.execution_count = [], None
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if index in room.removed:
             what, why = room.removed[index]
             cell.outputs = [nbformat.v4.new_output("error", ename="Autograder", evalue=f"this cell {why}",
                                                    traceback=[f"Autograder: {what} {why}; the notebook was "
                                                               "graded without it"])]
-        elif index in room.outputs:
-            cell.outputs = [nbformat.from_dict(output) for output in room.outputs[index]]
+        elif index in room.outputs or grade_id in room.passed:
+            cell.outputs = [nbformat.from_dict(output) for output in room.outputs.get(index, [])]
         elif index > room.last_run_cell:
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=NOT_RUN)]
             continue
@@ -86,24 +97,24 @@ def graded_notebook(nb, room: execute.Verdicts):
             continue
         count += 1
         cell.execution_count = count
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in room.passed and not room.passed[grade_id] and \
-                not any(o.output_type == "error" for o in cell.outputs):
-            why = room.why.get(grade_id, "it failed")
-            cell.outputs.append(nbformat.v4.new_output("error", ename="CleanRoomVerdict", evalue=why,
-                                                       traceback=[f"CleanRoomVerdict: {why}"]))
+        if grade_id in room.passed:
+            judged = room.judged.get(grade_id, False)
+            if judged:  # what the notebook's process raised about it is replaced by the judge's own word
+                cell.outputs = [o for o in cell.outputs if o.output_type != "error"]
+            shown_error = any(o.output_type == "error" for o in cell.outputs)
+            cell.outputs.append(verdict_output(room.passed[grade_id], room.messages.get(grade_id, ""), judged,
+                                               after_error=shown_error))
     return out
 
 
 def cell_scores(out, room: execute.Verdicts) -> dict:
-    """grade_id -> [score, max]: nbgrader's own rule (nbgrader.utils.determine_grade: an error or
-    anything on stderr scores 0, a number shown is partial credit), and only for what the clean room passed."""
-    from nbgrader.utils import determine_grade, is_grade
+    """grade_id -> [score, max]: the cell's points where the judge passed its check, else 0."""
+    from nbgrader.utils import is_grade
     scores = {}
     for cell in out.cells:
         if not is_grade(cell):
             continue
         grade_id = cell.metadata.nbgrader["grade_id"]
-        score, max_score = determine_grade(cell)
-        scores[grade_id] = [float(score or 0) if room.passed.get(grade_id) else 0.0, float(max_score)]
+        max_score = float(cell.metadata.nbgrader.get("points", 0))
+        scores[grade_id] = [max_score if room.passed.get(grade_id) else 0.0, max_score]
     return scores

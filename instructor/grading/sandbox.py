@@ -28,15 +28,48 @@ class Limits:
     memory_mb: int = 6144  # resident memory of the kernel and its children
     max_output_bytes: int = 1_000_000  # output kept per cell
     threads: int = 1  # torch/BLAS threads of the kernel
-    integrity: bool = True  # tamper checks and the clean-room verdict; off only to show what they catch
-    cleanroom: bool = True  # the clean-room verdict (instructor/grading/execute.py); off only to measure its cost
-    # "cleanroom": the clean room is the only run (a fork server per worker, outputs captured there);
-    # "kernel": nbgrader autograde in a Jupyter kernel first, then the clean room's verdict (slower; the
-    # way to compare with stock nbgrader, and the only one with integrity off)
+    # "cleanroom": the clean room is the only run (a fork server per worker, the checks judged in the worker);
+    # "kernel": nbgrader autograde in a Jupyter kernel first (the checks judged in the kernel, as stock
+    # nbgrader does), then the clean room's verdict (slower; the way to compare with stock nbgrader)
     engine: str = "cleanroom"
+    cleanroom: bool = True  # the kernel engine's clean-room verdict; off only to grade exactly as stock nbgrader
     # run the cells after the last graded one too (the clean-room engine skips them by default: they
     # cannot change a score, and in Exercise 4 they are the training run, three quarters of its time)
     trailing_cells: bool = False
+
+
+# What a notebook's process may see of the course: the collectors, the helpers, the clean room's own code
+# and colab_setup. Everything else of it (judges/, source/, solution/, tests/, autograded/, submitted/, the
+# gradebook, .git) is hidden in the jail, and so is the temporary folder (other gradings' scratch courses).
+VISIBLE_IN_THE_JAIL = ("graders", "utils", "instructor", "colab_setup.py")
+
+
+def jail_options(env: dict) -> list:
+    """`--hide` and `--keep` arguments of instructor/grading/jail.py for a fork server run with `env`."""
+    import tempfile
+    keep = [str(ROOT / name) for name in VISIBLE_IN_THE_JAIL]
+    keep += [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    paths = [*sys.path, *env.get("PYTHONPATH", "").split(os.pathsep)]
+    keep += [p for p in paths if p and os.path.isdir(p) and _installed(p)]
+    keep += [env[name] for name in ("COURSE_CACHE", "HF_HOME") if env.get(name)]
+    hidden = [str(ROOT), os.path.realpath(tempfile.gettempdir())]
+    covers = lambda path: any(h == path or h.startswith(path.rstrip(os.sep) + os.sep) for h in hidden)  # noqa: E731
+    options = []
+    for path in hidden:
+        options += ["--hide", path]
+    for path in dict.fromkeys(os.path.realpath(p) for p in keep):
+        if not covers(path):  # a folder that holds a hidden one (a script's own /tmp, say) is not kept whole
+            options += ["--keep", path]
+    return options
+
+
+def _installed(path: str) -> bool:
+    """Is `path` (on sys.path) installed code, not the course's? (The venv may live inside the course.)"""
+    path, root = os.path.realpath(path), str(ROOT)
+    if path != root and not path.startswith(root + os.sep):
+        return True
+    return any(path == base or path.startswith(base + os.sep)
+               for base in (os.path.realpath(sys.prefix), str(ROOT / ".gpu")))
 
 
 @functools.cache

@@ -60,6 +60,7 @@ def _grade_in_cleanroom(job: Job, checked, isolation: str, started: float) -> Re
     room = execute.verdicts(nb, job.assignment, None, sandbox.fork_server_environment(job), job.limits, isolation)
     seconds = round(time.perf_counter() - started, 1)
     notes, flags = list(checked.notes), list(checked.flags) + [f for f in room.flags if f not in checked.flags]
+    notes += room.notes
     if room.broken:
         return Result(job.student, job.assignment, "failed", merge.zero_scores(job.assignment),
                       notes + [f"the notebook could not be graded: {room.broken}"], flags, seconds,
@@ -89,7 +90,7 @@ def grade_one(job: Job, work_root=None, keep: bool = False) -> Result:
         "namespaces" if namespaces_available() else "process")
     if isolation == "namespaces":
         prepare_worker()
-    if job.limits.engine == "cleanroom" and job.limits.integrity:
+    if job.limits.engine == "cleanroom":
         return _grade_in_cleanroom(job, checked, isolation, started)
     course_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"grade-{job.assignment}-{job.student}-", dir=work_root))
     try:
@@ -123,7 +124,7 @@ def _grade_in(course_dir, job, checked, isolation, started) -> Result:
             scores, flags = kernel.gradebook_scores(course_dir, job.assignment, job.student), list(checked.flags)
             room = None
             # The clean room can only take points away: with none to take (a blank notebook), it is skipped.
-            if job.limits.integrity and job.limits.cleanroom and any(score for score, _ in scores.values()):
+            if job.limits.cleanroom and any(score for score, _ in scores.values()):
                 room = execute.verdicts(out, job.assignment, course_dir, sandbox.run_environment(course_dir, job), job.limits,
                                           isolation, {i: "this cell ran past the time limit in the kernel's run"
                                                       for i in report.get("timed_out", [])})

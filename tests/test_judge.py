@@ -1,0 +1,144 @@
+"""The pieces between a notebook's process and its judge, alone and fast: what crosses (graders/_wire.py),
+what the collector does with a call (graders/_collect.py), and how a judge Session treats what arrives
+(instructor/grading/judge.py). Whole gradings are in test_cleanroom.py and test_redteam.py."""
+import json
+import math
+
+import pytest
+import torch
+
+from graders import _collect, _wire
+from instructor.grading.judge import Session, checks_of
+from judges import _core, ex1_memory
+
+
+# ------------------------------------------------------------------------------------------ the wire
+@pytest.mark.parametrize("value", [
+    None, True, 3, -2.5, "text", [1, (2, 3)], (1, "a"), {"a": 1, 2: [3]}, frozenset({"c_attn", "c_proj"}),
+    torch.arange(6, dtype=torch.int8).reshape(2, 3), torch.linspace(-1, 1, 7), torch.ones(2, dtype=torch.bfloat16),
+    torch.float16, float("inf"),
+])
+def test_values_cross_as_they_were(value):
+    back = _wire.decode(json.loads(json.dumps(_wire.encode(value))))
+    if isinstance(value, torch.Tensor):
+        assert back.dtype == value.dtype and torch.equal(back, value)
+    else:
+        assert back == value and type(back) is type(value)
+
+
+def test_what_is_not_plain_data_crosses_as_its_type_name_only():
+    class Sneaky:
+        def __reduce__(self):
+            raise AssertionError("never pickled")
+    back = _wire.decode(_wire.encode(Sneaky()))
+    assert isinstance(back, _wire.Opaque) and back.type_name.endswith("Sneaky")
+    meta = _wire.decode(_wire.encode(torch.empty(3, 4, device="meta")))
+    assert isinstance(meta, _wire.MetaTensor) and meta.shape == (3, 4)
+
+
+@pytest.mark.parametrize("data", [
+    [1, 2], {"$tensor": {"dtype": "float32", "shape": [2], "requires_grad": False, "device": "cpu", "bytes": "AAAA"}},
+    {"$tensor": {"dtype": "object", "shape": [1], "requires_grad": False, "device": "cpu", "bytes": "AAAAAA=="}},
+    {"$tensor": {"dtype": "float32", "shape": [10**9, 10**9], "requires_grad": False, "device": "cpu", "bytes": ""}},
+    {"$pickle": "gASV"}, {"$dict": [[[1], 2]]}, {"a": 1, "b": 2}, {"$float": "1e999"}, "x" * 200_001,
+    json.loads('{"$list": [' * 30 + "]}" * 30),
+])
+def test_data_that_breaks_the_schema_is_malformed_never_anything_else(data):
+    with pytest.raises(_wire.Malformed):
+        _wire.decode(data)
+
+
+# ------------------------------------------------------------------------------------- the collector
+def test_a_call_is_recorded_as_data_with_its_warnings():
+    import warnings
+
+    def noisy(x):
+        warnings.warn("to copy construct from a tensor, use clone()", UserWarning)
+        return x * 2
+
+    record = _collect.attempt(noisy, 21)
+    assert record["value"] == 42 and "clone()" in record["warnings"][0]
+    failed = _collect.attempt(lambda: {}["missing"])
+    assert failed["raised"]["type"] == "KeyError" and "LookupError" in failed["raised"]["builtin_kinds"]
+
+
+def test_helpers_reach_the_notebook_as_tables_not_code():
+    ns = {"bytes_per_param": "the student's"}
+    helper = _core.table("bytes_per_param", ["dtype"], ex1_memory.bytes_per_param, [("float16",), ("int4",)])
+    with _collect.helpers_as_data(ns, {"bytes_per_param": json.loads(json.dumps(helper))}):
+        stand_in = ns["bytes_per_param"]
+        assert stand_in("float16") == 2 and stand_in(dtype="int4") == 0.5
+        with pytest.raises(KeyError, match="only this check's own inputs"):
+            stand_in("float32")  # not among this check's inputs: the table holds no more
+    assert ns == {"bytes_per_param": "the student's"}
+
+
+# ---------------------------------------------------------------------------------------- the judge
+TESTS = {"test_bytes_per_param": "### BEGIN HIDDEN TESTS\ngrader.check_bytes_per_param(globals())\n### END HIDDEN TESTS",
+         "test_to_gb": "### BEGIN HIDDEN TESTS\ngrader.check_to_gb(globals())\n### END HIDDEN TESTS"}
+
+
+def session():
+    return Session("ex1_memory", TESTS, _core.local_context)
+
+
+def correct_data(request, ns):
+    return json.loads(json.dumps(_collect.calls(ns, request)))
+
+
+def test_a_test_cell_names_its_checks():
+    assert checks_of("x = 1\n### BEGIN HIDDEN TESTS\nfrom graders import ex5 as grader\n"
+                     "grader.check_measure_load_memory_fresh(globals())\n### END HIDDEN TESTS") == ["measure_load_memory_fresh"]
+    assert checks_of("### BEGIN HIDDEN TESTS\ngrader.check_a(globals())\ngrader.check_b(globals())\n"
+                     "### END HIDDEN TESTS") == ["a", "b"]
+
+
+def test_a_correct_answer_passes_and_a_claim_of_passing_does_not():
+    s = session()
+    request = s.handle({"event": "ask", "check": "to_gb"})["request"]
+    reply = s.handle({"event": "answer", "check": "to_gb", "data": correct_data(request, {"to_gb": lambda b: b / 1e9})})
+    assert reply["verdict"]["passed"]
+    s = session()
+    s.handle({"event": "ask", "check": "to_gb"})
+    claim = s.handle({"event": "answer", "check": "to_gb", "data": {"passed": True, "verdict": "pass"}})
+    assert not claim["verdict"]["passed"] and "could not read" in claim["verdict"]["message"]
+
+
+def test_each_check_is_asked_once_in_order_and_answered_once():
+    s = session()
+    first = s.handle({"event": "ask", "check": "to_gb"})  # the later check first: the earlier one is closed
+    assert "request" in first
+    assert "message" in s.handle({"event": "ask", "check": "to_gb"})  # never twice
+    assert "message" in s.handle({"event": "ask", "check": "bytes_per_param"})
+    data = correct_data(first["request"], {"to_gb": lambda b: b / 1e9})
+    assert s.handle({"event": "answer", "check": "to_gb", "data": data})["verdict"]["passed"]
+    again = s.handle({"event": "answer", "check": "to_gb", "data": data})
+    assert not again["verdict"]["passed"]
+    outcomes = s.finish()
+    assert outcomes["test_to_gb"].passed and not outcomes["test_bytes_per_param"].passed
+    assert "later check first" in outcomes["test_bytes_per_param"].message
+
+
+def test_answers_for_other_inputs_fail():
+    """Data right for one drawing of the inputs is wrong for the next: a replay earns nothing."""
+    first, second = session(), session()
+    old = first.handle({"event": "ask", "check": "to_gb"})["request"]
+    new = second.handle({"event": "ask", "check": "to_gb"})["request"]
+    assert old != new
+    replayed = correct_data(old, {"to_gb": lambda b: b / 1e9})
+    assert first.handle({"event": "answer", "check": "to_gb", "data": replayed})["verdict"]["passed"]
+    assert not second.handle({"event": "answer", "check": "to_gb", "data": replayed})["verdict"]["passed"]
+
+
+def test_a_judge_that_breaks_is_flagged_not_blamed_on_the_student():
+    class Broken:
+        def ask_x(ctx):
+            return {}, None
+
+        def judge_x(data, secret):
+            return math.sqrt(-1)
+    s = Session("ex1_memory", {"test_x": "grader.check_x(globals())"}, _core.local_context, Broken)
+    s.handle({"event": "ask", "check": "x"})
+    reply = s.handle({"event": "answer", "check": "x", "data": {}})
+    assert not reply["verdict"]["passed"] and "instructor has been told" in reply["verdict"]["message"]
+    assert "ValueError" in s.problems[0]
