@@ -7,8 +7,8 @@
 It builds a scratch course with `--count` generated submissions (correct, partial and blank, from
 tests/fake_class.py), then grades them: once with nbgrader's own Execute step (sequential, one process,
 the way `nbgrader autograde ID` grades a class), once the same with this course's hardened Execute step,
-and with `instructor grade` at each worker count and engine (the clean room alone by default; every
-defence on). The fork servers start inside the timed run: a class pays for them once per worker. It prints submissions per minute and the ratio to
+and with `instructor grade` at each worker count and engine (the clean room alone by default, its checks
+judged in the worker; every defence on). The fork servers start inside the timed run: a class pays for them once per worker. It prints submissions per minute and the ratio to
 stock nbgrader, checks every run gave the same scores, and (--json) saves the figures.
 This is a measurement, not a test: nothing here fails on a slow machine.
 """
@@ -130,8 +130,8 @@ def main(argv=None):
                 note(label, time.perf_counter() - started, workers, gpu_workers, results)
                 runs[-1]["engine"] = engine
                 rooms_seen = [r.cleanroom for r in results if r.cleanroom is not None]
-                if rooms_seen:  # what the clean room could put in place on this machine ("" = everything)
-                    runs[-1]["seccomp"] = sorted({r.seccomp or "on" for r in rooms_seen})
+                if rooms_seen:  # what the child could arm on this machine ("" = everything)
+                    runs[-1]["armed"] = sorted({f"{k}: {v or 'on'}" for r in rooms_seen for k, v in r.armed.items()})
                     runs[-1]["cleanroom_seconds_mean"] = round(sum(r.seconds for r in rooms_seen) / len(rooms_seen), 2)
 
     base = runs[0]["per_minute"]

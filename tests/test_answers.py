@@ -66,3 +66,20 @@ def test_answers_written_differently_keep_full_marks(graded_course, assignment):
         if not _cpu_only_blind(scores, grade_id):
             assert score == max_score, (f"{answer_of(grade_id)} written differently: {grade_id} {score}/{max_score}\n"
                                         f"{cell_output_text(graded, grade_id)}")
+
+
+WARNS = '''def absmax_quantize(w):
+    max_abs = w.abs().max()
+    scale = torch.tensor(max_abs / 127) if max_abs > 0 else torch.tensor(1.0)  # torch.tensor(a tensor) warns
+    return torch.round(w / scale).clamp(-127, 127).to(torch.int8), scale
+'''
+
+
+def test_a_library_warning_costs_nothing(graded_course):
+    """torch warns (on stderr, which nbgrader's own rule turns into a zero) when a tensor is copied with
+    torch.tensor(...): the answer is right, so the judge passes it, and the warning is shown, not charged."""
+    nb = with_cell(graded_course.notebook("ex2_quantization", "solution"), "absmax_quantize", WARNS)
+    scores, graded = graded_course.grade("ex2_quantization", nb)
+    assert scores["test_absmax_quantize"] == (3.0, 3.0), cell_output_text(graded, "test_absmax_quantize")
+    said = cell_output_text(graded, "test_absmax_quantize")
+    assert "To copy construct from a tensor" in said and "Warnings while it ran, which cost nothing" in said, said

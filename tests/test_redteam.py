@@ -133,3 +133,136 @@ def test_honest_ipython_is_never_flagged():
     assert result.status == "graded" and result.score == result.max_score, (result.scores, result.notes)
     assert result.notes == [] and result.flags == []
     assert result.cleanroom.errors == {}, "every honest cell must run in the clean room too"
+
+
+# -- the notebook's process replaced outright by a program that writes arbitrary records -------------------
+TAKE_OVER = '''
+import json, os, socket, stat
+def _channel():
+    for fd in range(3, 256):  # whatever socket this process holds: the grader's channel
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                return socket.socket(fileno=os.dup(fd))
+        except OSError:
+            pass
+_sock, _pending = _channel(), b""
+def send(message):
+    _sock.sendall((message if isinstance(message, bytes) else json.dumps(message).encode()) + b"\\n")
+def receive():
+    global _pending
+    while b"\\n" not in _pending:
+        _pending += _sock.recv(1 << 20)
+    line, _pending = _pending.split(b"\\n", 1)
+    return json.loads(line)
+'''
+CHECKS = ["bytes_per_param", "memory_for_inference", "to_gb", "memory_for_training", "nf4_bits_per_param",
+          "memory_for_finetuning"]
+PROGRAMS = {
+    "blank answers claiming every pass": '''
+for name in CHECKS:
+    send({"event": "answer", "check": name, "data": {"passed": True, "verdict": "pass"}})
+    send({"event": "ask", "check": name})
+    receive()
+    send({"event": "answer", "check": name, "data": {"passed": True, "message": "all tests pass"}})
+    receive()
+for index in TEST_CELLS:
+    send({"event": "start", "cell": index})
+    send({"event": "done", "cell": index, "raised": False, "error": None, "seconds": 0.1,
+          "outputs": [{"output_type": "stream", "name": "stdout", "text": "\\u2713 passed\\n"}]})
+send({"event": "end"})
+os._exit(0)
+''',
+    "garbage, malformed data and too much": '''
+send(b"not json at all")
+send(b"[1, 2, 3]")
+for name in CHECKS[:3]:
+    send({"event": "ask", "check": name})
+    receive()
+    send({"event": "answer", "check": name, "data": {"answer": {"defined": True, "callable": True, "type": "f"},
+          "calls": [{"value": {"$tensor": {"dtype": "object", "shape": [1], "bytes": "x"}}}]}})
+    receive()
+send({"event": "ask", "check": CHECKS[3]})
+receive()
+send(b"x" * (70 * 2**20))
+os._exit(0)
+''',
+    "replayed data of another student's grading": '''
+for name, data in REPLAY:
+    send({"event": "ask", "check": name})
+    receive()
+    send({"event": "answer", "check": name, "data": data})
+    receive()
+send({"event": "end"})
+os._exit(0)
+''',
+}
+
+
+def _fixed_seed(seed):
+    """A judge context factory that draws the same inputs every time: the defence (fresh inputs) removed."""
+    from judges._core import Context
+    return lambda: Context(seed)
+
+
+def _run(nb, context=None):
+    """`nb` through intake and the clean room, as a class is graded, its checks judged with `context`."""
+    from instructor.grading import execute, intake
+    limits = sandbox.Limits(cell_timeout=60, notebook_timeout=300, memory_mb=4000)
+    isolation = "namespaces" if sandbox.namespaces_available() else "process"
+    env = {**__import__("os").environ, "PYTHONPATH": sandbox.pythonpath(), "CUDA_VISIBLE_DEVICES": ""}
+    checked = intake.check_submission(json.dumps(nb).encode(), "ex1_memory")
+    return execute.verdicts(checked.notebook, "ex1_memory", None, env, limits, isolation, context=context)
+
+
+def _program(nb, name, **values):
+    """`nb` with a cell (after its imports) that takes the process over and runs the program `name`."""
+    nb = _add_cell(nb, "")
+    test_cells = [i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+    setup = TAKE_OVER + f"CHECKS = {CHECKS!r}\nTEST_CELLS = {test_cells!r}\n"
+    setup += "".join(f"{key} = json.loads({json.dumps(json.dumps(value))})\n" for key, value in values.items())
+    next(c for c in nb["cells"] if c.get("id", "").startswith("student-"))["source"] = setup + PROGRAMS[name]
+    return nb
+
+
+@pytest.mark.parametrize("name", ["blank answers claiming every pass", "garbage, malformed data and too much"])
+def test_a_program_in_place_of_the_notebook_earns_nothing_with_its_claims(name):
+    release = read_notebook(notebook_path("ex1_memory", "release"))
+    nb = _program(release, name)
+    room = _run(nb)
+    assert not any(room.passed.values()), room.messages
+    if name.startswith("blank"):
+        # where the defence is absent, this pays: what the process reports about its cells says every test cell
+        # ran without an error and printed a pass (what the old verdict records and nbgrader's error rule read)
+        test_cells = [i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+        assert test_cells and all(i in room.outputs and i not in room.errors for i in test_cells), (room.outputs, room.errors)
+        assert all("\u2713" in room.outputs[i][0]["text"] for i in test_cells)
+    else:
+        assert any("could not read" in note and "more than the grader reads" in note for note in room.notes), room.notes
+
+
+def test_a_replay_of_another_grading_s_data_earns_nothing():
+    """The data a correct notebook sent in one grading, replayed by a program in another: it would pay if the
+    judge drew the same inputs again (shown with a fixed seed), and it does not, since every grading draws
+    fresh ones."""
+    from instructor.grading import judge as judge_stage
+    answers, genuine = [], judge_stage.Session.handle
+
+    def tap(self, message):
+        if message.get("event") == "answer":
+            answers.append([message["check"], message["data"]])
+        return genuine(self, message)
+
+    solution = read_notebook(notebook_path("ex1_memory", "solution"))
+    judge_stage.Session.handle = tap
+    try:
+        first = _run(solution, context=_fixed_seed(1234))
+    finally:
+        judge_stage.Session.handle = genuine
+    assert all(first.passed.values()) and len(answers) == len(CHECKS), first.messages
+    replay = _program(read_notebook(notebook_path("ex1_memory", "release")),
+                      "replayed data of another student's grading", REPLAY=answers)
+    same_inputs = _run(replay, context=_fixed_seed(1234))
+    assert all(same_inputs.passed.values()), same_inputs.messages  # the defence absent: the same inputs
+    fresh = _run(replay)
+    fixed = {"test_bytes_per_param"}  # the five dtypes and an unknown name (any error passes): the data is the answer
+    assert not any(ok for grade_id, ok in fresh.passed.items() if grade_id not in fixed), fresh.messages

@@ -3,9 +3,11 @@
     collect.py    Colab downloads and LMS zips -> submitted/<student>/<exercise>/
     intake.py     the file checked before anything runs: JSON, the right exercise, test cells restored
     sandbox.py    where it runs and under which limits (namespaces: jail.py; environment, threads, memory)
-    execute.py    the run: a fork server per worker, one jailed child per notebook, a watchdog
-    cleanroom.py  inside that child: the cells, the audit hook and seccomp, signed records of each cell
-    merge.py      verdicts and outputs -> the graded notebook, nbgrader's scores, the notes cell
+    execute.py    the run: a fork server per worker, one jailed child per notebook, its channel, a watchdog
+    cleanroom.py  inside that child (the student's process): capabilities dropped, seccomp, the cells
+    judge.py      in the worker: each check's inputs drawn, its data judged (judges/), the verdicts
+    reference.py  what a judge knows besides the data: the machine, heavy references in a process apart
+    merge.py      verdicts and outputs -> the graded notebook, its scores, the notes cell
     feedback.py   feedback HTML without hidden tests
     export.py     grades.csv
 

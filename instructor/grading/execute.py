@@ -488,8 +488,10 @@ def verdicts(nb, assignment: str, sandbox: pathlib.Path, env: dict, limits, isol
                 result.judged[grade_id] = outcome.judged
             result.flags += [p for p in session.problems if p not in result.flags]
             if channel.garbage or channel.overflow:
-                said = channel.overflow or f"{channel.garbage} message(s) the grader could not read"
-                note = f"the notebook's process sent {said} on the grading channel; a check waiting then earned nothing"
+                said = [f"{channel.garbage} message(s) the grader could not read"] if channel.garbage else []
+                said += [channel.overflow] if channel.overflow else []
+                note = (f"the notebook's process sent {' and '.join(said)} on the grading channel; a check waiting "
+                        "for its data then earned nothing")
                 result.notes.append(note)
                 result.flags.append(note)
             if culprit is None:
