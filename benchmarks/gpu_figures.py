@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from utils import gpt2_source, load_shakespeare, measure_cuda_memory, pick_compute_dtype, require_cuda  # noqa: E402
 from utils.memory import free_cuda_memory  # noqa: E402
-# Weights as stored: quantized linear weights at 1 or 0.5 byte, the rest at their dtype (the grader's reference).
-from graders.ex5_quantized_inference import reference_expected_weight_bytes as theoretical_bytes  # noqa: E402
+# Weights as stored: quantized linear weights at 1 or 0.5 byte, the rest at their dtype (the judge's reference).
+from judges.ex5_quantized_inference import expected_weight_bytes as theoretical_bytes  # noqa: E402
 
 NEW_TOKENS = 64
 
@@ -68,11 +68,13 @@ def inference_figures():
 
 
 def training_figures(batch_size=8, seq_len=128, steps=50):
-    """Steady-state step of full finetuning (float32, AdamW), LoRA (float32 base, AdamW) and QLoRA (the grader's
+    """Steady-state step of full finetuning (float32, AdamW), LoRA (float32 base, AdamW) and QLoRA (the judge's
     reference: NF4 with double quantization, prepare_model_for_kbit_training, paged 8-bit AdamW), same batch."""
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
-    from graders.ex5_quantized_inference import reference_optimizer, reference_qlora_model, reference_train_step
+    from judges.ex5_quantized_inference import qlora_model as reference_qlora_model
+    from judges.ex5_quantized_inference import qlora_optimizer as reference_optimizer
+    from judges.ex5_quantized_inference import train_step as reference_train_step
     batch = torch.randint(0, 4000, (batch_size, seq_len), device="cuda")
     rows = {}
     for name in ("full", "lora", "qlora"):

@@ -58,15 +58,15 @@ def test_the_kernel_engine_with_the_clean_room_gives_the_solution_full_marks(gra
 
 @pytest.mark.parametrize("assignment", _by_assignment(ASSIGNMENTS))
 def test_stock_nbgrader_agrees_cell_by_cell(graded_course, assignment):
-    """The clean room and plain nbgrader in a Jupyter kernel score the solution and the blank release alike.
+    """The clean room (the judge in the worker) and plain nbgrader in a Jupyter kernel (the judge in the
+    notebook's process) score the solution and the blank release alike.
 
     Stock nbgrader gets the cells the clean room runs: the notebook up to its last graded cell (what follows
     can change no grade, and holds the costly demonstrations: training runs, sweeps, generation)."""
     steps = ("solution", "release")
     notebooks = [graded_course.notebook(assignment, step) for step in steps]
-    # nbgrader's own Execute (with the course's resource limits), not the tamper-checked kernel engine: stock
-    stock = graded_course.grade_stock(assignment, [up_to_last_graded_cell(nb) for nb in notebooks],
-                                      tamper_checks=False)
+    # nbgrader's autograde, the checks judging in the kernel (with the course's resource limits)
+    stock = graded_course.grade_stock(assignment, [up_to_last_graded_cell(nb) for nb in notebooks])
     for step, nb, (theirs, _) in zip(steps, notebooks, stock):
         ours, _ = graded_course.grade(assignment, nb)
         assert ours == theirs, (step, {g: (ours[g], theirs.get(g)) for g in ours if ours[g] != theirs.get(g)})
