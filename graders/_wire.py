@@ -9,7 +9,9 @@ Tags are one-key dicts whose key starts with "$": {"$tensor": {...}}, {"$tuple":
 An object that is none of the known kinds travels as its type's name only ({"$object": "module.Name"}).
 """
 import base64
+import decimal
 import math
+import numbers
 
 MAX_DEPTH = 12
 MAX_ITEMS = 200_000  # values of every kind in one message, tensors' elements not counted
@@ -78,8 +80,10 @@ def _encode(value, depth):
     if isinstance(value, dict) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
         pairs = [[_encode(k, depth + 1), _encode(value[k], depth + 1)] for k in list(value.keys())[:MAX_ITEMS]]
         return {"$dict": pairs}
-    if isinstance(value, (int, float)):  # a subclass of int or float (a bool is handled above)
-        return _encode(float(value) if isinstance(value, float) else int(value), depth)
+    if isinstance(value, numbers.Integral):  # a subclass of int, numpy's and others (a bool is handled above)
+        return _encode(int(value), depth)
+    if isinstance(value, (numbers.Real, decimal.Decimal)):  # a float subclass, a Fraction, a Decimal
+        return _encode(float(value), depth)
     if isinstance(value, str):
         return str.__str__(value)[:MAX_TEXT]
     return {"$object": _type_name(value)}

@@ -37,13 +37,13 @@ BROKEN_CELLS = {
 }
 # Tampering that fakes a wrong answer's points where the check judges inside the notebook's process (stock
 # nbgrader: tests/test_class_grading.py proves it pays there) and earns nothing where the judge is elsewhere:
-# a check silenced, the libraries a judge would compare with patched, the visible self-checks disarmed.
+# a check silenced, the judge's fail() disarmed where the judge can be imported, the self-checks disarmed.
 TAMPERING = {
     "ex1_memory": ("to_gb", "import graders.ex1_memory\ngraders.ex1_memory.check_to_gb = lambda ns: None\n"
                             "expect_close = lambda *args, **kwargs: None", None),
-    "ex2_quantization": ("absmax_quantize", "import math, torch\n"
-                                            "math.isclose = lambda *a, **k: True\n"
-                                            "torch.equal = lambda *a, **k: True\n"
+    "ex2_quantization": ("absmax_quantize", "try:\n    import judges.ex2_quantization as _g\n"
+                                            "except ImportError:\n    import graders.ex2_quantization as _g\n"
+                                            "_g.fail = lambda message: None\n"
                                             "expect = expect_close = lambda *a, **k: None", None),
 }
 

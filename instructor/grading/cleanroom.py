@@ -106,8 +106,8 @@ def load_course(modules=()) -> None:
     for name in [*modules, "graders._collect"]:
         try:
             importlib.import_module(name)
-        except BaseException:  # noqa: BLE001 - a module may be missing, or exit on import
-            pass
+        except BaseException as error:  # noqa: BLE001 - a module may be missing, or exit on import
+            print(f"clean room: importing {name} failed: {type(error).__name__}: {error}", file=sys.stderr)
 
 
 # -- IPython without a shell ------------------------------------------------------------------------

@@ -213,6 +213,10 @@ class ForkServer:
             command = [*UNSHARE, sys.executable, "-m", "instructor.grading.jail", str(self.dir),
                        *jail_options(env), "--", *command]
         server_env = server_environment(env)
+        # Temporary files and caches go where each job's do (job/, wiped after every job): /tmp is hidden in the
+        # jail, and libraries pick their cache folders while the server imports them (torch's inductor cache).
+        (self.dir / "job" / "tmp").mkdir(parents=True)
+        server_env.update(own_folders(self.dir / "job"))
         server_env.update(HOME=str(self.dir), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg",
                           MPLCONFIGDIR=str(self.dir / ".matplotlib"), PYTORCH_NVML_BASED_CUDA_CHECK="1")
         self.process = subprocess.Popen(command, cwd=self.dir, env=server_env, stdin=subprocess.DEVNULL,

@@ -101,9 +101,12 @@ def pythonpath() -> str:
 def own_folders(folder: pathlib.Path) -> dict:
     """The variables that give one notebook a home, temporary files and caches of its own, inside `folder`."""
     home = folder / "home"
+    # torch's compile caches too: importing torch._dynamo in the worker sets TORCHINDUCTOR_CACHE_DIR in its
+    # environment, to a folder of the worker's /tmp, which the jail hides (and which is no notebook's)
     return {"HOME": str(home), "TMPDIR": str(folder / "tmp"), "IPYTHONDIR": str(home / ".ipython"),
             "MPLCONFIGDIR": str(home / ".matplotlib"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-            "XDG_CACHE_HOME": str(home / ".cache")}
+            "XDG_CACHE_HOME": str(home / ".cache"), "TORCHINDUCTOR_CACHE_DIR": str(folder / "tmp" / "torchinductor"),
+            "TRITON_CACHE_DIR": str(folder / "tmp" / "triton")}
 
 
 def environment(sandbox: pathlib.Path, job) -> dict:
