@@ -145,22 +145,28 @@ def _library_logs(into: list):
 
 
 @contextlib.contextmanager
-def helpers_as_data(ns: dict, helpers: dict):
-    """Put table-driven stand-ins for an answer's helpers into the notebook's namespace for one check.
-
-    `helpers`: name -> {"params": [...], "defaults": {...}, "table": [[args, value], ...]}, made by the judge
-    from its reference on this check's own inputs. The stand-in answers those calls and no others: the
-    helper's outputs travel as data, never its code, and a wrong helper of the student's costs nothing here."""
-    saved = {name: ns[name] for name in helpers if name in ns}
-    ns.update({name: _table_function(name, spec) for name, spec in helpers.items()})
+def standing_in(ns: dict, stand_ins: dict):
+    """Put `stand_ins` (name -> object) into the notebook's namespace for one check, then restore it: the
+    student's functions look their helpers up there when called, so a check can swap in what is not theirs."""
+    saved = {name: ns[name] for name in stand_ins if name in ns}
+    ns.update(stand_ins)
     try:
         yield
     finally:
-        for name in helpers:
+        for name in stand_ins:
             if name in saved:
                 ns[name] = saved[name]
             else:
                 ns.pop(name, None)
+
+
+def helpers_as_data(ns: dict, helpers: dict):
+    """Table-driven stand-ins for an answer's helpers, in the notebook's namespace for one check.
+
+    `helpers`: name -> {"params": [...], "defaults": {...}, "table": [[args, value], ...]}, made by the judge
+    from its reference on this check's own inputs. The stand-in answers those calls and no others: the
+    helper's outputs travel as data, never its code, and a wrong helper of the student's costs nothing here."""
+    return standing_in(ns, {name: _table_function(name, spec) for name, spec in helpers.items()})
 
 
 def _table_function(name: str, spec: dict):

@@ -18,7 +18,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 from graders import _wire
-from graders._collect import attempt, check, lookup, tensor
+from graders._collect import attempt, check, lookup, standing_in, tensor
 
 MAX_NAMES = 2000  # parameter names reported at most (GPT-2 small has 148 tensors; wrapped, a few more)
 
@@ -119,20 +119,6 @@ def _notebook_rng_kept():
             yield
         finally:
             random.setstate(state)
-
-
-@contextlib.contextmanager
-def _swapped(ns: dict, **names):
-    saved = {name: ns[name] for name in names if name in ns}
-    ns.update(names)
-    try:
-        yield
-    finally:
-        for name in names:
-            if name in saved:
-                ns[name] = saved[name]
-            else:
-                ns.pop(name, None)
 
 
 # ------------------------------------------------------------------------------------ reading objects safely
@@ -257,7 +243,7 @@ def collect_add_lora_to_gpt2(ns, request):
         data["models"] = []
         for spec in request["models"]:
             probe = lora_probe(request["probe_seed"])
-            with _swapped(ns, LoRALinear=probe):
+            with standing_in(ns, {"LoRALinear": probe}):
                 data["models"].append(_gpt2_case(fn, probe, spec))
     return data
 

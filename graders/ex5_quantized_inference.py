@@ -15,7 +15,7 @@ import os
 import tempfile
 import warnings
 
-from graders._collect import attempt, check, lookup
+from graders._collect import attempt, check, lookup, standing_in
 
 BNB_KINDS = ("Linear8bitLt", "Linear4bit")
 
@@ -113,21 +113,6 @@ def _free(always: bool = False) -> None:
     if always or torch.cuda.is_available():
         from utils.memory import free_cuda_memory
         free_cuda_memory()
-
-
-@contextlib.contextmanager
-def _standing_in(ns: dict, stand_ins: dict):
-    """Put stand-ins for an answer's helpers into the notebook's namespace for one check, then restore it."""
-    saved = {name: ns[name] for name in stand_ins if name in ns}
-    ns.update(stand_ins)
-    try:
-        yield
-    finally:
-        for name in stand_ins:
-            if name in saved:
-                ns[name] = saved[name]
-            else:
-                ns.pop(name, None)
 
 
 @contextlib.contextmanager
@@ -390,7 +375,7 @@ def _measure_load_memory(ns, request):
     configs = [bnb_config(case["config"]) for case in request["cases"]]
     calls = []
     for config in configs:
-        with _standing_in(ns, {"load_quantized": _gpt2_loader(configs)}), _ballast(request["ballast"]), _quiet(False):
+        with standing_in(ns, {"load_quantized": _gpt2_loader(configs)}), _ballast(request["ballast"]), _quiet(False):
             calls.append(attempt(fn, config))
         _free()
     data["calls"] = calls
@@ -498,7 +483,7 @@ def _qlora_step_peak(ns, request):
     fn, calls = ns["qlora_step_peak"], []
     for spec in request["batches"]:
         batch = step_batch(spec)
-        with (_standing_in(ns, step_stand_ins(request["stand_ins"])), _ballast(request["ballast"]),
+        with (standing_in(ns, step_stand_ins(request["stand_ins"])), _ballast(request["ballast"]),
               _quiet(ignore_warnings=False)):
             calls.append(attempt(fn, batch))
         del batch

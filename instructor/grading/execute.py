@@ -31,9 +31,11 @@ from instructor.grading.kernel import (_kill_tree, _tree_memory, describe_cell, 
 from instructor.grading.sandbox import UNSHARE, jail_options, own_folders
 from instructor.course.notebooks import ROOT, notebook_path, read_notebook
 
-# What every fork server imports at its start (with every grader, and through them transformers' GPT-2); each
-# assignment's other libraries come with its first job (course_imports): bitsandbytes and PEFT cost seconds.
-PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup"]
+# What every fork server imports at its start (and the collectors); each assignment's other libraries come with
+# its first job (course_imports): bitsandbytes and PEFT cost seconds.
+PRELOAD = ["torch", "numpy", "matplotlib.pyplot", "IPython.display", "tqdm.auto", "utils", "colab_setup",
+           # transformers imports a model's code when it is first named: every exercise names GPT-2 (5 s a child)
+           "transformers.models.gpt2.modeling_gpt2", "transformers.pytorch_utils"]
 SERVER = ("import sys; sys.path.insert(0, {root!r}); "
           "from instructor.grading.cleanroom import serve; serve(int(sys.argv[1]))")
 # Set per notebook by the fork server's child; everything else of the environment is the server's.

@@ -18,7 +18,7 @@ import threading
 from instructor.course.notebooks import ROOT
 from judges._core import Context, fresh_seed
 
-SERVE = "import sys; sys.path.insert(0, {root!r}); from judges._reference import serve; serve()"
+SERVE = "import sys; sys.path[:0] = {path!r}; from judges._reference import serve; serve()"
 
 
 @functools.lru_cache(maxsize=16)
@@ -62,7 +62,8 @@ class References:
     def _run(self, job: dict):
         for _ in range(2):  # one restart if the process died (a CUDA error, say)
             if self.process is None or self.process.poll() is not None:
-                self.process = subprocess.Popen([sys.executable, "-I", "-c", SERVE.format(root=str(ROOT))],
+                path = [p for p in self.env["PYTHONPATH"].split(os.pathsep) if p]  # -I: PYTHONPATH is not read
+                self.process = subprocess.Popen([sys.executable, "-I", "-c", SERVE.format(path=path)],
                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
                                                 stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT))
             try:
