@@ -24,7 +24,8 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.enforce_metadata = True
 
 # nbgrader's autograde steps, with its Execute replaced by one that survives hostile notebooks
-# (limits, tamper checks, re-running without a cell that kills the kernel: instructor/grading/kernel.py).
+# (limits, re-running without a cell that kills the kernel: instructor/grading/kernel.py). The hidden checks
+# judge in the kernel here, as stock nbgrader's do: not forgery-proof (docs/grading.md, threat model).
 c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 

@@ -17,6 +17,10 @@ MAX_DEPTH = 12
 MAX_ITEMS = 200_000  # values of every kind in one message, tensors' elements not counted
 MAX_ELEMENTS = 4_000_000  # tensor elements in one message
 MAX_TEXT = 100_000  # characters of one string
+# A set's items and a dict's keys are hashed as they are decoded: ints chosen to collide (k * (2**61 - 1)) make
+# that quadratic, so collections keyed by anything but strings are kept small.
+MAX_HASHED = 2_000  # in one set or dict
+MAX_HASHED_ALL = 20_000  # in one message
 # dtype name -> (bytes per element, numpy dtype it travels as). bfloat16 travels as float32 (numpy has none).
 DTYPES = {"float64": (8, "<f8"), "float32": (4, "<f4"), "float16": (2, "<f2"), "bfloat16": (4, "<f4"),
           "int64": (8, "<i8"), "int32": (4, "<i4"), "int16": (2, "<i2"), "int8": (1, "i1"), "uint8": (1, "u1"),
@@ -131,7 +135,14 @@ class MetaTensor:
 
 class _Budget:
     def __init__(self):
-        self.items = self.elements = 0
+        self.items = self.elements = self.hashed = 0
+
+    def hash(self, values: list):
+        """Values about to be hashed into a set or a dict that are not strings (whose hashes are salted)."""
+        count = sum(1 for v in values if type(v) is not str)
+        self.hashed += count
+        if self.hashed > MAX_HASHED_ALL or (count and len(values) > MAX_HASHED):
+            raise Malformed("sets or dicts of too many values that are not strings")
 
     def item(self):
         self.items += 1
@@ -172,6 +183,8 @@ def decode(data, budget: _Budget = None, depth: int = 0):
     if tag in ("$list", "$tuple", "$set"):
         if type(body) is not list:
             raise Malformed(f"{tag} without a list")
+        if tag == "$set":
+            budget.hash(body)  # before anything is decoded: a tagged item is a dict here, never a str
         items = [decode(item, budget, depth + 1) for item in body]
         if tag == "$list":
             return items
@@ -184,6 +197,7 @@ def decode(data, budget: _Budget = None, depth: int = 0):
     if tag == "$dict":
         if type(body) is not list:
             raise Malformed("$dict without a list of pairs")
+        budget.hash([p[0] if type(p) is list and p else None for p in body])
         out = {}
         for pair in body:
             if type(pair) is not list or len(pair) != 2:

@@ -69,8 +69,9 @@ def _grading_options(parser):
     parser.add_argument("--isolation", choices=["auto", "namespaces", "process"], default="auto",
                         help="namespaces: read-only file system, no network, own processes (auto: when possible)")
     parser.add_argument("--engine", choices=["cleanroom", "kernel"], default="cleanroom",
-                        help="cleanroom: one run in a jailed fork-server child (default); kernel: nbgrader "
-                             "autograde in a Jupyter kernel, then the clean room's verdict (slower)")
+                        help="cleanroom: one run in a jailed fork-server child, each check judged in the worker "
+                             "(default); kernel: nbgrader autograde in a Jupyter kernel, then the clean room's "
+                             "verdict (slower)")
     parser.add_argument("--run-trailing-cells", action="store_true",
                         help="also run the cells after the last graded one (they cannot change a score; "
                              "the clean-room engine skips them unless asked)")

@@ -150,10 +150,14 @@ def as_number(got, what: str) -> float:
         if got.numel() != 1:
             fail(f"{what} should be a single number (a Python number or a 0-d tensor), got a tensor of shape "
                  f"{tuple(got.shape)}.")
-        return float(got.reshape(()).double())
-    if isinstance(got, bool) or got is None or not isinstance(got, (int, float)):
+        number = float(got.reshape(()).double())
+    elif isinstance(got, bool) or got is None or not isinstance(got, (int, float)):
         fail(f"{what} should be a number, got {describe(got)}.")
-    return float(got)
+    else:
+        number = float(got)
+    if not math.isfinite(number):  # every comparison with NaN is False: no tolerance test may meet one
+        fail(f"{what} should be a finite number, got {number!r}.")
+    return number
 
 
 def describe(got) -> str:

@@ -497,6 +497,15 @@ def _disarmed_check(*args, **kwargs):
 _c.check = _disarmed_check
 expect = expect_close = lambda *args, **kwargs: None
 ''', pays_in_a_plain_kernel=True),
+    Exploit("numbers that are not numbers", "a blank notebook answering NaN, which no tolerance test ever rejects",
+            "*", 0, """
+expect = expect_close = lambda *args, **kwargs: None
+""", base="release", answers="""def {name}(*args, **kwargs):
+    nan = float("nan")
+    if "{name}" in ("memory_for_training", "memory_for_finetuning"):
+        return {{key: nan for key in ("weights_bf16", "gradients_bf16", "adam_momentum", "adam_variance", "base",
+                                     "adapter", "total")}}
+    return nan"""),
     Exploit("the outcome rewritten", "after the verdict, the failure is swallowed, a pass printed and claimed",
             "to_gb", 0, '''
 import graders._collect as _c

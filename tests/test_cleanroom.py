@@ -262,3 +262,52 @@ def test_without_namespaces_the_worker_is_out_of_a_cell_s_reach(tmp_path):
     kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)"
     verdict = judge(tmp_path, "answer = 42", kill, CHECK, isolation="process")
     assert verdict.passed == {"test_answer": True} and list(verdict.removed) == [1], verdict
+
+
+# -- found by attacking the clean room: what one notebook leaves must not reach the next -------------------
+PLANT = """import os, pathlib
+room = pathlib.Path(os.getcwd()).parent          # the job folder; its parent is the fork server's own
+tried = {}
+for what, act in [("write beside the job folder", lambda: (room.parent / "planted.py").write_text("x = 1")),
+                  ("replace the job folder by a link", lambda: (room.rename(room.parent / ".evil"),
+                                                                 os.symlink(room.parent / ".evil", room))),
+                  ("leave a file in it", lambda: (room / "tmp" / "left-behind").write_text("for the next one"))]:
+    try:
+        act()
+        tried[what] = "done"
+    except OSError as error:
+        tried[what] = error.strerror
+print(sorted(tried.items()))
+answer = 42"""
+NEXT = """import os, pathlib
+room = pathlib.Path(os.getcwd()).parent
+print(sorted(p.name for p in room.parent.iterdir() if p.name not in ("job",)), sorted(os.listdir(room / "tmp")))
+answer = 42"""
+
+
+@pytest.mark.skipif(not NAMESPACES, reason="the jail needs Linux user namespaces (unshare), which this machine refuses")
+def test_a_notebook_can_write_only_in_its_own_job_folder_and_nothing_it_leaves_reaches_the_next(tmp_path):
+    """Once, the fork server's whole folder was writable: a notebook replaced its job folder by a link, so the worker
+    could not empty it, and planted bytecode that the next notebook on that server ran (it read the victim's
+    cells and silenced its checks). Now only the job folder is writable, a mount point that cannot be replaced,
+    and the worker empties it after every notebook."""
+    first = judge(tmp_path, PLANT, CHECK)
+    said = first.outputs[0][0]["text"]
+    assert "('write beside the job folder', 'Read-only file system')" in said, said
+    assert "('replace the job folder by a link', 'Device or resource busy')" in said or \
+        "('replace the job folder by a link', 'Read-only file system')" in said, said
+    assert "('leave a file in it', 'done')" in said, said
+    second = judge(tmp_path, NEXT, CHECK)  # the same fork server (the pool keeps it)
+    assert second.passed == {"test_answer": True}, second
+    assert second.outputs[0][0]["text"].strip() == "[] []", second.outputs
+
+
+def test_what_utf_8_cannot_hold_is_replaced_not_fatal(tmp_path):
+    """A lone surrogate printed by a cell (or in a cell's source) once made writing the graded notebook fail,
+    and with it the recording of a whole class."""
+    import nbformat
+    room = judge(tmp_path, "print('\\ud800 half a character')\nanswer = 42", CHECK)
+    graded = merge.graded_notebook(notebook("print('\\ud800')\nanswer = 42", CHECK, test_at=1), room)
+    text = nbformat.writes(graded)
+    (tmp_path / "graded.ipynb").write_text(text, encoding="utf-8")
+    assert room.passed == {"test_answer": True} and "? half a character" in text

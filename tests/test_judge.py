@@ -142,3 +142,32 @@ def test_a_judge_that_breaks_is_flagged_not_blamed_on_the_student():
     reply = s.handle({"event": "answer", "check": "x", "data": {}})
     assert not reply["verdict"]["passed"] and "instructor has been told" in reply["verdict"]["message"]
     assert "ValueError" in s.problems[0]
+
+
+# ------------------------------------------------------------------------ found by attacking the judges
+def test_a_number_that_is_not_finite_never_meets_a_tolerance():
+    """NaN compares False with everything, so `abs(got - want) > 1` let it pass (a blank Exercise 1 answering NaN
+    earned 9 of 14); every number a judge reads must be finite."""
+    nan = float("nan")
+    assert not abs(nan - 124_439_808) > 1  # the defence absent: the tolerance test lets NaN through
+    for got in (nan, float("inf"), torch.tensor(float("nan"))):
+        with pytest.raises(_core.Failed, match="finite number"):
+            _core.as_number(got, "memory_for_inference(...)")
+    request = Session("ex1_memory", {"test_memory_for_inference": "grader.check_memory_for_inference(globals())"},
+                      _core.local_context)
+    asked = request.handle({"event": "ask", "check": "memory_for_inference"})["request"]
+    data = correct_data(asked, {"memory_for_inference": lambda n, dtype="float16": float("nan")})
+    reply = request.handle({"event": "answer", "check": "memory_for_inference", "data": data})
+    assert not reply["verdict"]["passed"] and "finite number" in reply["verdict"]["message"]
+
+
+def test_values_chosen_to_collide_are_refused_before_they_are_hashed():
+    """Ints that all hash alike (k * (2**61 - 1)) make a set or a dict of them quadratic to build: 30,000 of them kept
+    a worker's judge busy for half a minute. Collections keyed by anything but strings are kept small."""
+    colliding = [k * ((1 << 61) - 1) for k in range(1, 30_000)]
+    assert len({hash(v) for v in colliding}) == 1  # the attack is real: every one lands in the same slot
+    for data in ({"$set": colliding}, {"$dict": [[v, 0] for v in colliding]},
+                 {"$list": [{"$set": colliding[:1_999]} for _ in range(20)]}):
+        with pytest.raises(_wire.Malformed, match="not strings"):
+            _wire.decode(data)
+    assert len(_wire.decode({"$set": [str(v) for v in colliding]})) == len(colliding)  # strings' hashes are salted

@@ -1,10 +1,11 @@
 """The red team: every exploit in tests/redteam.py, graded the way a class is graded, never pays.
 
-Each exploit rides on a wrong answer it tries to hide; the graded submission must lose exactly that
-answer's points (every other test cell keeps its points) and say why. Honest notebooks that use
-IPython as students do keep full marks with no note and no flag. Many exploits are graded once more
-by `nbgrader autograde` in a Jupyter kernel with the tamper checks off (the notebook up to the hidden
-answer's test cells), to show they are real: there, they pay.
+Each exploit rides on a wrong answer it tries to hide (or dresses up the blank notebook); the wrong answer's
+test cells must score nothing, no cell more than the honest work earns, and each says why. Programs that take the
+notebook's process over and write on the channel earn nothing either. Honest notebooks that use IPython as
+students do keep full marks with no note and no flag. Most exploits are graded once more by stock `nbgrader
+autograde`, where the checks judge in the notebook's own kernel (the notebook up to the hidden answer's test
+cells), to show they are real: there, they pay.
 """
 import functools
 import json
@@ -19,7 +20,7 @@ from tests.redteam import EXPLOITS, HONEST
 
 pytestmark = pytest.mark.slow
 
-# Those that fool nbgrader in a Jupyter kernel when the tamper checks are off. (The others fail there too: nbgrader also reads the
+# Those that fool stock nbgrader, where the checks judge inside the notebook's kernel. (The others fail there too: nbgrader also reads the
 # kernel's execute_reply, so hiding the error output alone is not enough; they are kept because each is a
 # way in that a less careful grader would miss.)
 PAY_WITHOUT_DEFENCES = [e.name for e in EXPLOITS if e.pays_in_a_plain_kernel]
@@ -60,7 +61,7 @@ def test_the_suite_covers_the_issue_families():
                    "display hooks", "event callbacks", "kernel methods", "forged kernel messages", "settrace",
                    "setprofile", "frames", "garbage collector", "ctypes", "patched libraries",
                    "mutated grader objects", "a blank notebook dressed up", "the test cell's own names", "sys.modules",
-                   "code under a library's name", "the outcome rewritten"]:
+                   "code under a library's name", "the outcome rewritten", "numbers that are not numbers"]:
         assert family in families, family
 
 
@@ -90,7 +91,7 @@ def test_no_exploit_pays(exploit):
 
 @pytest.fixture(scope="session")
 def stock_scores(tmp_path_factory) -> dict:
-    """nbgrader's grade (tamper checks off) of every exploit in PAY_WITHOUT_DEFENCES, each notebook (up to the
+    """Stock nbgrader's grade (the checks judging in the kernel) of every exploit in PAY_WITHOUT_DEFENCES, each notebook (up to the
     hidden answer's last test cell) in its own kernel as nbgrader runs them: one `nbgrader autograde` for all that
     leave the course alone; one course each for those that write into the gradebook (they would change every
     grade recorded after them). Scores only for the test cells each notebook has."""
@@ -116,8 +117,8 @@ def stock_scores(tmp_path_factory) -> dict:
 @pytest.mark.xdist_group("redteam-stock")
 @pytest.mark.parametrize("name", PAY_WITHOUT_DEFENCES)
 def test_the_exploits_are_real(stock_scores, name):
-    """With the tamper checks off, these hide their wrong answer from nbgrader completely: full marks, the hidden
-    answer's test cells included."""
+    """Where the checks judge in the notebook's kernel, these hide their wrong answer from nbgrader completely:
+    full marks, the hidden answer's test cells included."""
     exploit = next(e for e in EXPLOITS if e.name == name)
     scores = stock_scores[name]
     lost = _lost(exploit)

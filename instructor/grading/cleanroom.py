@@ -227,8 +227,7 @@ def child(job: dict, channel_fd: int) -> None:
             if path not in sys.path:
                 sys.path.insert(0, path)
         os.chdir(job["cwd"])
-        sys.pycache_prefix = job["pycache"]
-        sys.dont_write_bytecode = True
+        sys.dont_write_bytecode = True  # and no pycache_prefix: bytecode is read only beside installed code
         load_course(job["preload"])
         import IPython.core.getipython
         import IPython.display

@@ -47,6 +47,7 @@ def server_environment(env: dict) -> dict:
     return {k: v for k, v in env.items() if k not in PER_JOB and not k.startswith(VOLATILE)}
 MAX_ATTEMPTS = 6
 MAX_PROCESSES = 32
+JUDGE_GRACE = 120  # seconds a judge may take over one check (a CUDA reference's first load) before the cell is stopped
 MAX_LINE_BYTES = 64 * 2**20  # one message of the notebook's process (a check's data, a cell's outputs)
 MAX_CHANNEL_BYTES = 512 * 2**20  # all it may send in one run
 
@@ -125,7 +126,7 @@ class _Channel(threading.Thread):
     def _take(self, line: bytes):
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
             message = None
         event = message.get("event") if type(message) is dict else None
         if event in ("ask", "answer"):
@@ -183,6 +184,21 @@ def _job_cells(nb, tests: dict, skip: dict, trailing: bool = False) -> list:
     return cells
 
 
+def _fresh_room(room: pathlib.Path) -> None:
+    """`room` emptied (never following a link a notebook left in it) and its folders made again. The folder
+    itself stays: inside the jail it is the mount point of the one writable place."""
+    if room.is_symlink() or (room.exists() and not room.is_dir()):
+        room.unlink()
+    room.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(room):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    for name in ("home/.ipython", "home/.cache", "tmp", "work"):
+        (room / name).mkdir(parents=True, exist_ok=False)
+
+
 class ForkServerBroken(RuntimeError):
     pass
 
@@ -215,12 +231,11 @@ class ForkServer:
             command = [*UNSHARE, sys.executable, "-m", "instructor.grading.jail", str(self.dir),
                        *jail_options(env), "--", *command]
         server_env = server_environment(env)
-        # Temporary files and caches go where each job's do (job/, wiped after every job): /tmp is hidden in the
-        # jail, and libraries pick their cache folders while the server imports them (torch's inductor cache).
-        (self.dir / "job" / "tmp").mkdir(parents=True)
+        # Home, temporary files and caches are where each job's are (job/, emptied after every job, the one folder
+        # the jail leaves writable): /tmp is hidden there, and libraries pick cache folders while the server imports.
+        _fresh_room(self.dir / "job")
         server_env.update(own_folders(self.dir / "job"))
-        server_env.update(HOME=str(self.dir), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg",
-                          MPLCONFIGDIR=str(self.dir / ".matplotlib"), PYTORCH_NVML_BASED_CUDA_CHECK="1")
+        server_env.update(PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", PYTORCH_NVML_BASED_CUDA_CHECK="1")
         self.process = subprocess.Popen(command, cwd=self.dir, env=server_env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(theirs.fileno(),),
                                         start_new_session=True)
@@ -299,10 +314,12 @@ class ForkServer:
         """Run one job, its checks judged by `session`: (the channel, why it was stopped or None)."""
         import socket
         room = self.dir / "job"
-        shutil.rmtree(room, ignore_errors=True)
-        for name in ("home/.ipython", "home/.cache", "tmp", "work", "pycache"):
-            (room / name).mkdir(parents=True, exist_ok=True)
-        job = {**job, "cwd": str(room / "work"), "pycache": str(room / "pycache"), "env": own_folders(room)}
+        try:
+            _fresh_room(room)
+        except OSError as error:  # what a notebook left there could not be cleared: this server is done
+            self.alive = False
+            raise ForkServerBroken(f"the fork server's job folder could not be emptied ({error})")
+        job = {**job, "cwd": str(room / "work"), "env": own_folders(room)}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._send(job, [theirs.fileno()])
@@ -315,7 +332,10 @@ class ForkServer:
         channel.start()
         stopped = self._watch(channel, limits)
         channel.join(timeout=30)
-        shutil.rmtree(room, ignore_errors=True)
+        try:
+            _fresh_room(room)
+        except OSError:
+            self.alive = False  # not used again: the pool closes it
         return channel, stopped
 
     def _job_processes(self) -> list:
@@ -347,9 +367,11 @@ class ForkServer:
                 return why or "stopped the grading process"
             if why:
                 continue
-            if channel.judging_since is not None:
-                continue  # the judge is working: the notebook waits on it, through no doing of its own
-            if time.monotonic() - started - channel.judge_seconds > limits.notebook_timeout:
+            if channel.judging_since is not None:  # the judge is working: the notebook waits on it...
+                if time.monotonic() - channel.judging_since <= max(limits.cell_timeout, JUDGE_GRACE):
+                    continue
+                why = f"kept the grader's judge busy past {max(limits.cell_timeout, JUDGE_GRACE)} s"  # ...not for ever
+            elif time.monotonic() - started - channel.judge_seconds > limits.notebook_timeout:
                 why = f"ran past the {limits.notebook_timeout} s given to the whole notebook"
             elif channel.running is not None and time.monotonic() - channel.started_at > limits.cell_timeout:
                 why = f"ran past the {limits.cell_timeout} s limit"
@@ -534,14 +556,19 @@ def _report(record: dict) -> dict:
     """A child's report of one cell, in the shape the graded notebook takes (anything else is dropped)."""
     error = record.get("error")
     seconds = record.get("seconds")
-    return {"raised": record.get("raised") is True, "error": error[:2000] if type(error) is str else None,
+    return {"raised": record.get("raised") is True, "error": _utf8(error[:2000]) if type(error) is str else None,
             "seconds": seconds if type(seconds) in (int, float) else None,
             "outputs": [o for o in map(_output, record.get("outputs") or []) if o][:200]
             if type(record.get("outputs")) is list else []}
 
 
+def _utf8(text: str) -> str:
+    """`text` as UTF-8 can hold it: a lone surrogate a notebook printed would break writing the graded notebook."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _strings(value, limit=60) -> list:
-    return [v for v in value[:limit] if type(v) is str] if type(value) is list else []
+    return [_utf8(v) for v in value[:limit] if type(v) is str] if type(value) is list else []
 
 
 def _output(output) -> dict:
@@ -550,9 +577,9 @@ def _output(output) -> dict:
         return None
     kind = output.get("output_type")
     if kind == "stream" and output.get("name") in ("stdout", "stderr") and type(output.get("text")) is str:
-        return {"output_type": "stream", "name": output["name"], "text": output["text"]}
+        return {"output_type": "stream", "name": output["name"], "text": _utf8(output["text"])}
     if kind in ("execute_result", "display_data") and type(output.get("data")) is dict:
-        data = {k: v for k, v in output["data"].items() if k in ("text/plain", "image/png") and type(v) is str}
+        data = {k: _utf8(v) for k, v in output["data"].items() if k in ("text/plain", "image/png") and type(v) is str}
         if not data:
             return None
         shown = {"output_type": kind, "data": data, "metadata": {}}
@@ -560,6 +587,6 @@ def _output(output) -> dict:
             shown["execution_count"] = None
         return shown
     if kind == "error" and type(output.get("ename")) is str and type(output.get("evalue")) is str:
-        return {"output_type": "error", "ename": output["ename"][:200], "evalue": output["evalue"][:2000],
+        return {"output_type": "error", "ename": _utf8(output["ename"][:200]), "evalue": _utf8(output["evalue"][:2000]),
                 "traceback": _strings(output.get("traceback"))}
     return None

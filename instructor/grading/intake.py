@@ -196,6 +196,7 @@ def check_submission(data: bytes, assignment: str) -> Intake:
     release = nbformat.read(str(notebook_path(assignment, "release", ROOT)), as_version=4)
     notes = _repair(nb, release, assignment)
     for cell in nb.cells:
+        cell.source = cell.source.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate: JSON allows it
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nb.metadata["kernelspec"] = copy.deepcopy(release.metadata["kernelspec"])

@@ -37,14 +37,17 @@ def mount_points() -> list:
 
 
 def lock_down(sandbox: str) -> list:
-    """Everything read-only but `sandbox`; a private /dev/shm. Returns the mount points left writable."""
+    """Everything read-only but `sandbox` (only its `job` folder where it has one: a fork server's own files stay
+    out of a notebook's reach, and `job`, a mount point, cannot be renamed or replaced from inside); a private
+    /dev/shm. Returns the mount points left writable."""
     run = lambda *args: subprocess.run(["mount", *args], capture_output=True).returncode == 0  # noqa: E731
     run("-t", "tmpfs", "-o", "size=1g", "tmpfs", "/dev/shm")
-    if not run("--bind", sandbox, sandbox):
-        raise SystemExit(f"jail: could not bind {sandbox}")
+    writable = os.path.join(sandbox, "job") if os.path.isdir(os.path.join(sandbox, "job")) else sandbox
+    if not run("--bind", sandbox, sandbox) or not run("--bind", writable, writable):
+        raise SystemExit(f"jail: could not bind {writable}")
     left = []
     for point in mount_points():
-        if point == sandbox or point.startswith(KEEP_WRITABLE):
+        if point == writable or point.startswith(KEEP_WRITABLE):
             continue
         if not run("-o", "remount,bind,ro", point):
             left.append(point)

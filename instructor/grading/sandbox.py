@@ -49,7 +49,12 @@ def jail_options(env: dict) -> list:
     import tempfile
     keep = [str(ROOT / name) for name in VISIBLE_IN_THE_JAIL]
     keep += [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
-    paths = [*sys.path, *env.get("PYTHONPATH", "").split(os.pathsep)]
+    # installed code only: the interpreter's own folders, site-packages and what PYTHONPATH adds (a GPU box's carried
+    # packages), never the worker's whole sys.path (the folder of a script that runs the grading, say)
+    import site
+    import sysconfig
+    paths = [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    paths += [*site.getsitepackages(), *env.get("PYTHONPATH", "").split(os.pathsep)]
     keep += [p for p in paths if p and os.path.isdir(p) and _installed(p)]
     keep += [env[name] for name in ("COURSE_CACHE", "HF_HOME") if env.get(name)]
     hidden = [str(ROOT), os.path.realpath(tempfile.gettempdir())]

@@ -192,6 +192,10 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
          f"{f', {plan.gpu_workers} GPU worker(s)' if use_gpu and not plan.scheduler else ''}, "
          f"isolation {'namespaces' if sandbox.namespaces_available() else 'process'} (this machine), "
          f"limits: {plan.limits.cell_timeout}s a cell, {plan.limits.memory_mb:,} MB.")
+    if not sandbox.namespaces_available() and plan.scheduler is None:
+        echo("WARNING: no Linux user namespaces here (unshare refused), so no jail: the notebooks can read the "
+             "judges' files, reference answers included. The verdicts are still the judges', on fresh inputs; "
+             "grade where namespaces work (docs/grading.md, threat model).")
     started = time.perf_counter()
     try:
         futures = {executors.submit(job): job for job in jobs}
@@ -203,7 +207,13 @@ def grade_class(assignments, root=ROOT, students=None, plan: Plan = None, echo=p
                 except Exception as error:  # noqa: BLE001 - a worker that broke must not stop the class
                     result = worker.Result(job.student, job.assignment, "failed", merge.zero_scores(job.assignment),
                                             [f"the grading worker failed: {type(error).__name__}: {error}"], [])
-                record(result, root)
+                try:
+                    record(result, root)
+                except Exception as error:  # noqa: BLE001 - one result that cannot be written must not stop the class
+                    result = worker.Result(job.student, job.assignment, "failed", merge.zero_scores(job.assignment),
+                                            [f"the graded notebook could not be recorded: {type(error).__name__}: "
+                                             f"{error}"], [])
+                    record(result, root)
                 results.append(result)
                 bar.update()
                 if result.status != "graded" or result.notes or result.flags:
