@@ -15,6 +15,8 @@ import importlib
 import inspect
 import json
 import logging
+import random
+import threading
 import warnings
 
 from graders import _wire
@@ -201,6 +203,27 @@ def _key(args) -> str:
             return [normal(v) for v in value]
         return repr(value)
     return json.dumps(normal(list(args)))
+
+
+_SEEDED = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Build a fixture with `seed` in torch's and `random`'s global generators, then put both back as they were.
+
+    One build at a time in a process: a judge builds the same fixtures as the collector, in the grading worker,
+    where several gradings' judges run at once in threads and the global generators are shared."""
+    import torch
+    with _SEEDED:
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                yield
+            finally:
+                random.setstate(state)
 
 
 def tensor(data):

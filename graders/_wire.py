@@ -94,7 +94,6 @@ def _encode(value, depth):
 
 
 def _tensor(t) -> dict:
-    import torch
     info = {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape), "requires_grad": bool(t.requires_grad),
             "device": t.device.type, "bytes": None}
     if t.device.type == "meta" or info["dtype"] not in DTYPES or t.numel() > MAX_ELEMENTS:

@@ -4,7 +4,7 @@ changed its inputs in place. `query_block` takes a model: the collector builds t
 request describes (a config and a seed); the judge builds the same one in its own process."""
 import warnings
 
-from graders._collect import attempt, calls, check, lookup
+from graders._collect import attempt, calls, check, lookup, seeded
 
 
 def check_absmax_quantize(ns):
@@ -46,9 +46,8 @@ def small_gpt2(config: dict, seed: int):
     try:
         hf_logging.set_verbosity_error()
         torch.set_default_dtype(torch.float32)
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        with warnings.catch_warnings(), seeded(seed), torch.device("cpu"):
             warnings.simplefilter("ignore")
-            torch.manual_seed(seed)
             model = GPT2LMHeadModel(GPT2Config(**config))
     finally:
         torch.set_default_dtype(dtype)

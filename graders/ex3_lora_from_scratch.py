@@ -18,7 +18,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 from graders import _wire
-from graders._collect import attempt, check, lookup, standing_in, tensor
+from graders._collect import attempt, check, lookup, seeded, standing_in, tensor
 
 MAX_NAMES = 2000  # parameter names reported at most (GPT-2 small has 148 tensors; wrapped, a few more)
 
@@ -62,8 +62,7 @@ def small_gpt2(config: dict, seed: int):
     settings = dict(n_head=4, vocab_size=100, n_positions=32, bos_token_id=99, eos_token_id=99)
     settings.update({key: int(config[key]) for key in ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")
                      if key in config})
-    with torch.random.fork_rng(devices=[]), _float32_default():
-        torch.manual_seed(seed)
+    with seeded(seed), _float32_default():
         model = GPT2LMHeadModel(GPT2Config(**settings, attn_implementation="eager"))
     return model.float().eval()
 

@@ -6,28 +6,13 @@ The small GPT-2s with LoRA that merge_adapter and train_step are tried on are fi
 recipe the judge hands over (`build_lora_gpt2`), and by the judge from the same recipe in its own process."""
 import contextlib
 import dataclasses
-import random
 import warnings
 
 from graders import _wire
-from graders._collect import attempt, check, lookup, tensor
+from graders._collect import attempt, check, lookup, seeded, tensor
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@contextlib.contextmanager
-def _seeded(seed: int):
-    """Build with `seed` in torch and random, then give the notebook its own random state back."""
-    import torch
-    state = random.getstate()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(state)
-
-
 @contextlib.contextmanager
 def _quiet():
     """PEFT warns that GPT-2's Conv1D layers need fan_in_fan_out (it sets that itself), and more."""
@@ -51,7 +36,7 @@ def build_lora_gpt2(recipe: dict):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
-    with _seeded(recipe["seed"]), _quiet():
+    with seeded(recipe["seed"]), _quiet():
         model = get_peft_model(GPT2LMHeadModel(GPT2Config(**recipe["gpt2"])), LoraConfig(**recipe["lora"]))
         with torch.no_grad():
             for name, p in model.named_parameters():

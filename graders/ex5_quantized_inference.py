@@ -15,7 +15,7 @@ import os
 import tempfile
 import warnings
 
-from graders._collect import attempt, check, lookup, standing_in
+from graders._collect import attempt, check, lookup, seeded, standing_in
 
 BNB_KINDS = ("Linear8bitLt", "Linear4bit")
 
@@ -69,15 +69,13 @@ def _checkpoints() -> tempfile.TemporaryDirectory:
 
 @functools.cache
 def _saved(key: str) -> str:
-    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
     spec = json.loads(key)
     config = GPT2Config(n_embd=spec["n_embd"], n_head=spec["n_head"], n_layer=spec["n_layer"],
                         vocab_size=spec["vocab_size"], n_positions=spec.get("n_positions", 64), bos_token_id=0,
                         eos_token_id=0)
     path = os.path.join(_checkpoints().name, f"gpt2-{abs(hash(key)) % 10**12}")
-    with torch.random.fork_rng(), _quiet():
-        torch.manual_seed(spec["seed"])
+    with seeded(spec["seed"]), _quiet():
         GPT2LMHeadModel(config).save_pretrained(path)
     return path
 

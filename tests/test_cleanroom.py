@@ -109,12 +109,6 @@ def test_ipython_magics_and_shell_commands_run_or_are_skipped(tmp_path):
     assert verdict.passed == {"test_answer": True} and verdict.errors == {}, verdict
 
 
-def test_ipython_magics_and_shell_commands_run_or_are_skipped(tmp_path):
-    verdict = judge(tmp_path, "%matplotlib inline\n!echo hi\nfiles = !ls", "%%time\nanswer = 6 * 7",
-                    "%time answer = answer + 0", CHECK)
-    assert verdict.passed == {"test_answer": True} and verdict.errors == {}, verdict
-
-
 # -- what the notebook's process can reach ------------------------------------------------------------
 LOOK = """import os
 paths = {name: os.path.join(os.environ["COURSE_ROOT"], name) for name in

@@ -171,3 +171,20 @@ def test_values_chosen_to_collide_are_refused_before_they_are_hashed():
         with pytest.raises(_wire.Malformed, match="not strings"):
             _wire.decode(data)
     assert len(_wire.decode({"$set": [str(v) for v in colliding]})) == len(colliding)  # strings' hashes are salted
+
+
+def test_judges_in_several_threads_build_the_collectors_fixtures_exactly():
+    """A worker judges several gradings at once, in threads, and torch's global generator is one per process:
+    two judges seeding it at once built different models than their collectors had (the class of 30 lost
+    merge_adapter's points once). Seeded builds take turns."""
+    import concurrent.futures
+    from graders.ex4_peft_finetuning import build_lora_gpt2
+    recipes = [{"seed": seed, "gpt2": {"n_embd": 16, "n_head": 2, "n_layer": 2, "vocab_size": 60, "n_positions": 16,
+                                       "bos_token_id": 0, "eos_token_id": 0},
+                "lora": {"r": 2, "target_modules": ["c_attn"]}, "init": {"match": "lora_", "std": 0.2}}
+               for seed in range(8)]
+    alone = [build_lora_gpt2(r).state_dict() for r in recipes]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda r: build_lora_gpt2(r).state_dict(), recipes))
+    for a, b in zip(alone, together):
+        assert all(torch.equal(a[k], b[k]) for k in a)
