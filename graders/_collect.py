@@ -100,6 +100,13 @@ def lookup(ns: dict, name: str) -> dict:
     return {"defined": True, "callable": callable(value), "type": _wire._type_name(value)}
 
 
+def answer(ns: dict, name: str):
+    """(data, the student's `name`): data starts as {"answer": lookup(...)}; the name is None where it is not a
+    function to call (the judge words why from the lookup)."""
+    found = lookup(ns, name)
+    return {"answer": found}, ns[name] if found["defined"] and found["callable"] else None
+
+
 def attempt(fn, *args, **kwargs) -> dict:
     """Call student code: {"value": its result, encoded} or {"raised": {...}}, and any warnings it gave.
 
@@ -236,11 +243,10 @@ def calls(ns: dict, request: dict) -> dict:
 
     request: {"answer": name, "calls": [{"args": [...], "kwargs": {...}}, ...], "helpers": {...} (optional),
     "watch_inputs": true to report whether a call changed its arguments in place}."""
-    found = lookup(ns, request["answer"])
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, request["answer"])
+    if fn is None:
         return data
-    fn, records = ns[request["answer"]], []
+    records = []
     with helpers_as_data(ns, request.get("helpers", {})):
         for spec in request["calls"]:
             args = [_wire.decode(a) for a in spec.get("args", [])]

@@ -4,7 +4,7 @@ changed its inputs in place. `query_block` takes a model: the collector builds t
 request describes (a config and a seed); the judge builds the same one in its own process."""
 import warnings
 
-from graders._collect import attempt, calls, check, lookup, seeded
+from graders._collect import answer, attempt, calls, check, seeded
 
 
 def check_absmax_quantize(ns):
@@ -59,10 +59,8 @@ def on_models(ns: dict, request: dict) -> dict:
     """The collector of an answer that takes a model: call it once on each model the request describes.
 
     request: {"answer": name, "models": [{"config": {...GPT2Config arguments}, "seed": int}, ...]}."""
-    found = lookup(ns, request["answer"])
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, request["answer"])
+    if fn is None:
         return data
-    fn = ns[request["answer"]]
     data["calls"] = [attempt(fn, small_gpt2(spec["config"], spec["seed"])) for spec in request["models"]]
     return data

@@ -18,7 +18,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 from graders import _wire
-from graders._collect import attempt, check, lookup, seeded, standing_in, tensor
+from graders._collect import answer, attempt, check, lookup, seeded, standing_in, tensor
 
 MAX_NAMES = 2000  # parameter names reported at most (GPT-2 small has 148 tensors; wrapped, a few more)
 
@@ -168,13 +168,11 @@ def collect_LoRALinear(ns, request):
     """request: {"cases": [{"kind", "r", "alpha", "weight", "bias", "x", "A", "B"}, ...]} (tensors encoded):
     for each, the student's LoRALinear around a layer holding weight and bias, run on x at its start, then with
     A and B set to the request's values (as if trained), then a backward pass."""
-    found = lookup(ns, "LoRALinear")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "LoRALinear")
+    if fn is None:
         return data
-    cls = ns["LoRALinear"]
     with _notebook_rng_kept():
-        data["cases"] = [_lora_case(cls, case) for case in request["cases"]]
+        data["cases"] = [_lora_case(fn, case) for case in request["cases"]]
     return data
 
 
@@ -233,11 +231,9 @@ def collect_add_lora_to_gpt2(ns, request):
     for each, a small GPT-2 built from (config, seed) goes through the student's add_lora_to_gpt2(model, r=r,
     alpha=alpha) with the probe as `LoRALinear`; reported: how every block's layers were wrapped, what trains,
     the logits on ids, which probes a backward pass reached, and the logits with block i's gate set to gates[i]."""
-    found = lookup(ns, "add_lora_to_gpt2")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "add_lora_to_gpt2")
+    if fn is None:
         return data
-    fn = ns["add_lora_to_gpt2"]
     with _notebook_rng_kept():
         data["models"] = []
         for spec in request["models"]:
@@ -343,11 +339,9 @@ def collect_merge_lora(ns, request):
     """request: {"cases": [{"kind", "weight", "bias", "A", "B", "scale", "x"}, ...]}: for each, merge_lora on a
     TrainedLoRA holding a layer of `kind` with that weight and bias; reported: the returned layer's type,
     parameters, weight, bias and output on x, and the TrainedLoRA's base weight and bias, A and B afterwards."""
-    found = lookup(ns, "merge_lora")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "merge_lora")
+    if fn is None:
         return data
-    fn = ns["merge_lora"]
     with _notebook_rng_kept():
         data["cases"] = [_merge_case(fn, case) for case in request["cases"]]
     return data

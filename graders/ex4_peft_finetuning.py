@@ -9,7 +9,7 @@ import dataclasses
 import warnings
 
 from graders import _wire
-from graders._collect import attempt, check, lookup, seeded, tensor
+from graders._collect import answer, attempt, check, lookup, seeded, tensor
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -108,11 +108,10 @@ def _collect_lora_param_count(ns, request):
     """request: {"cases": [{"gpt2": GPT2Config's arguments or None, "targets": [...], "r": int,
     "container": "list" or "set"}]}: the student's function on a meta skeleton of each GPT-2."""
     import json
-    found = lookup(ns, "lora_param_count")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "lora_param_count")
+    if fn is None:
         return data
-    fn, built, records = ns["lora_param_count"], {}, []
+    built, records = {}, []
     for case in request["cases"]:
         key = json.dumps(case["gpt2"], sort_keys=True)
         if key not in built:
@@ -154,15 +153,14 @@ def _collect_merge_adapter(ns, request):
     import torch
     from peft import PeftModel
     from transformers import PreTrainedModel
-    found = lookup(ns, "merge_adapter")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "merge_adapter")
+    if fn is None:
         return data
     adapter = build_lora_gpt2(request["recipe"]).eval()
     ids = tensor(request["ids"])
     before = {k: t.detach().clone() for k, t in adapter.state_dict().items()}
     returned = []
-    data["call"] = attempt(lambda: returned.append(ns["merge_adapter"](adapter)))
+    data["call"] = attempt(lambda: returned.append(fn(adapter)))
     if returned:
         merged = returned[0]
         got = {"type": _wire._type_name(merged), "is_none": merged is None,
@@ -192,15 +190,14 @@ def _collect_train_step(ns, request):
     """request: {"recipe": build_lora_gpt2's, "batches": [token ids...], "lr": ...}: train_step on each batch
     in turn, with one fresh SGD over the trainable parameters; after each step, every parameter's values."""
     import torch
-    found = lookup(ns, "train_step")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "train_step")
+    if fn is None:
         return data
     model = build_lora_gpt2(request["recipe"]).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=request["lr"])
     steps = []
     for batch in request["batches"]:
-        record = attempt(ns["train_step"], model, tensor(batch), optimizer)
+        record = attempt(fn, model, tensor(batch), optimizer)
         steps.append(record)
         if "raised" in record:
             break

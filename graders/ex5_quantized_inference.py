@@ -15,7 +15,7 @@ import os
 import tempfile
 import warnings
 
-from graders._collect import attempt, check, lookup, seeded, standing_in
+from graders._collect import answer, attempt, check, lookup, seeded, standing_in
 
 BNB_KINDS = ("Linear8bitLt", "Linear4bit")
 
@@ -283,11 +283,10 @@ def check_config_4bit(ns):
 
 # ------------------------------------------------------------------------------------ load_quantized
 def _load_quantized(ns, request, int8_model=None):
-    found = lookup(ns, "load_quantized")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "load_quantized")
+    if fn is None:
         return data
-    fn, cases = ns["load_quantized"], []
+    cases = []
     for case in request["cases"]:
         if case.get("handed") and int8_model is not None:  # the test cell's own 8-bit load, described in full
             cases.append({"handed": True, "value": None, "model": describe_model(int8_model)})
@@ -305,11 +304,10 @@ def check_load_quantized(ns, int8_model=None):
 
 # ----------------------------------------------------------------------- expected_weight_bytes, footprints
 def _expected_weight_bytes(ns, request):
-    found = lookup(ns, "expected_weight_bytes")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "expected_weight_bytes")
+    if fn is None:
         return data
-    fn, trials = ns["expected_weight_bytes"], []
+    trials = []
     for trial in request["trials"]:
         calls = {}
         for kind, config in trial["configs"].items():
@@ -327,13 +325,12 @@ def check_expected_weight_bytes(ns):
 
 
 def _memory_footprints(ns, request):
-    found = lookup(ns, "memory_footprints")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "memory_footprints")
+    if fn is None:
         return data
     models = {name: load_fixture(request["checkpoint"], request["configs"][kind])
               for name, kind in request["names"].items()}
-    data["call"] = attempt(ns["memory_footprints"], dict(models))
+    data["call"] = attempt(fn, dict(models))
     del models
     _free()
     return data
@@ -365,11 +362,9 @@ def _same_config(a, b) -> bool:
 
 
 def _measure_load_memory(ns, request):
-    found = lookup(ns, "measure_load_memory")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "measure_load_memory")
+    if fn is None:
         return data
-    fn = ns["measure_load_memory"]
     configs = [bnb_config(case["config"]) for case in request["cases"]]
     calls = []
     for config in configs:
@@ -390,12 +385,10 @@ def check_measure_load_memory_fresh(ns):
 
 # ------------------------------------------------------------------------------------------- QLoRA
 def _make_qlora_model(ns, request):
-    found = lookup(ns, "make_qlora_model")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "make_qlora_model")
+    if fn is None:
         return data
     import torch
-    fn = ns["make_qlora_model"]
     data["small"] = _model_call(fn, small_checkpoint(request["checkpoint"]), training=True)
     full = ns.get("qlora_model")
     if isinstance(full, torch.nn.Module):
@@ -410,12 +403,10 @@ def check_make_qlora_model(ns):
 
 
 def _count_parameters(ns, request):
-    found = lookup(ns, "count_parameters")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "count_parameters")
+    if fn is None:
         return data
     import torch
-    fn = ns["count_parameters"]
     small = lora_fixture(request["small"]["checkpoint"], request["small"]["quantization"], request["small"]["lora"])
     data["small"] = attempt(fn, small)
     del small
@@ -474,11 +465,10 @@ def step_batch(spec: dict):
 
 
 def _qlora_step_peak(ns, request):
-    found = lookup(ns, "qlora_step_peak")
-    data = {"answer": found}
-    if not found["defined"] or not found["callable"]:
+    data, fn = answer(ns, "qlora_step_peak")
+    if fn is None:
         return data
-    fn, calls = ns["qlora_step_peak"], []
+    calls = []
     for spec in request["batches"]:
         batch = step_batch(spec)
         with (standing_in(ns, step_stand_ins(request["stand_ins"])), _ballast(request["ballast"]),

@@ -101,6 +101,15 @@ def items(data, key: str, count: int = None) -> list:
     return got
 
 
+def named_sizes(data, key: str) -> list:
+    """A list of [name, size] pairs (a model's trainable parameters and their numbers of elements)."""
+    got = items(data, key)
+    for pair in got:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str or type(pair[1]) is not int:
+            raise Malformed(f"{key!r} is not a list of [name, size]")
+    return got
+
+
 def value(data, key: str = None):
     """A value the collector encoded (graders/_wire.py), decoded."""
     return _wire.decode(data if key is None else part(data, key))
@@ -172,10 +181,6 @@ def describe(got) -> str:
     if isinstance(got, dict):
         return f"a dict with keys {list(got)[:6]}"
     return f"{got!r} ({type(got).__name__})"
-
-
-def close(a, b, rel: float = 1e-6, abs_: float = 0.0) -> bool:
-    return abs(float(a) - float(b)) <= max(rel * abs(float(b)), abs_)
 
 
 def table(name: str, params: list, reference, calls, defaults: dict = None) -> dict:

@@ -13,8 +13,8 @@ import re
 import torch
 
 from graders import _wire
-from judges._core import (LocalReference, Malformed, call, defined, describe, fail, flag, integer, items, part, text,
-                          value)
+from judges._core import (LocalReference, Malformed, call, defined, describe, fail, flag, integer, items,
+                          named_sizes, part, text, value)
 
 KINDS = ("Linear", "Linear (no bias)", "Conv1D")
 TYPE_NAMES = {"Linear": "torch.nn.modules.linear.Linear", "Linear (no bias)": "torch.nn.modules.linear.Linear",
@@ -352,10 +352,7 @@ def _judge_gpt2(got, spec, logits, what):
             other = part(block, name)
             if flag(other, "probe") or flag(other, "lora_like"):
                 fail(f"{what}: block {i}'s {name} was wrapped too; only attn.c_attn should get LoRA.")
-    trainable = items(got, "trainable")
-    for entry in trainable:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or type(entry[1]) is not int:
-            raise Malformed("a trainable parameter that is not [name, size]")
+    trainable = named_sizes(got, "trainable")
     still_trainable = [name for name, _ in trainable if not GATE.search(name)]
     if still_trainable:
         fail(f"{what}: {len(still_trainable)} of GPT-2's own parameters are still trainable "
@@ -419,10 +416,7 @@ def judge_add_lora_to_gpt2_counts(data, secret):
     for i, c_attn in enumerate(blocks):
         if not flag(c_attn, "has_A") or not flag(c_attn, "has_base"):
             fail(f"`gpt2_lora`: block {i}'s attn.c_attn is a plain {_short(text(c_attn, 'type'))}, not a LoRA layer.")
-    trainable = items(report, "trainable")
-    for entry in trainable:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or type(entry[1]) is not int:
-            raise Malformed("a trainable parameter that is not [name, size]")
+    trainable = named_sizes(report, "trainable")
     outside = [name for name, _ in trainable if ".attn.c_attn." not in name]
     if outside:
         fail(f"`gpt2_lora`: parameters outside attn.c_attn are trainable: {[n[:80] for n in outside[:3]]} "

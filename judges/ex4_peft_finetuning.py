@@ -12,8 +12,8 @@ import logging
 import random
 import warnings
 
-from judges._core import (Malformed, MetaTensor, Opaque, call, defined, describe, fail, flag, integer, items, part,
-                          records, text, value)
+from judges._core import (Malformed, MetaTensor, Opaque, call, defined, describe, fail, flag, integer, items,
+                          named_sizes, part, records, text, value)
 
 GPT2_PARAMS = 124_439_808
 TRAINABLE = 811_008  # r=8 on every c_attn, attn.c_proj and mlp.c_proj
@@ -329,10 +329,7 @@ def judge_peft_model(data, secret):
             fail(f"peft_model uses r={active_r}, lora_alpha={active_alpha}, but lora_config says "
                  f"r={student_cfg.get('r')}, lora_alpha={student_cfg.get('lora_alpha')}: wrap the model with "
                  "lora_config.")
-    trainable_params = items(pm, "trainable")
-    for pair in trainable_params:
-        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str or type(pair[1]) is not int:
-            raise Malformed("'trainable' is not a list of [name, size]")
+    trainable_params = named_sizes(pm, "trainable")
     trainable = sum(size for _, size in trainable_params)
     total = integer(pm, "total")
     frozen_but_trainable = [n for n, _ in trainable_params if n not in may_train]

@@ -188,3 +188,22 @@ def test_judges_in_several_threads_build_the_collectors_fixtures_exactly():
         together = list(pool.map(lambda r: build_lora_gpt2(r).state_dict(), recipes))
     for a, b in zip(alone, together):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_channel_stops_reading_a_flood_of_garbage():
+    """Every line the notebook's process sends costs the worker a parse: two million empty lines once kept it busy
+    long after the notebook was gone. Past 1,000 unreadable messages nothing more is read."""
+    import socket
+    from instructor.grading.execute import MAX_GARBAGE, _Channel
+    ours, theirs = socket.socketpair()
+    s = session()
+    channel = _Channel(ours, s, {0})
+    channel.start()
+    try:
+        theirs.sendall(b'{"event": "ready"}\n' + b"\n" * 2_000_000 + b'{"event": "end"}\n')
+    except OSError:  # the channel closed its end: nothing more is read
+        pass
+    theirs.close()
+    channel.join(60)
+    assert channel.ready == {} and not channel.ended
+    assert channel.garbage == MAX_GARBAGE + 1 and channel.overflow == "more than the grader reads"

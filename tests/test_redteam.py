@@ -9,11 +9,13 @@ cells), to show they are real: there, they pay.
 """
 import functools
 import json
+import os
 
 import pytest
 
-from instructor.grading import sandbox, worker
+from instructor.grading import execute, intake, judge as judge_stage, sandbox, worker
 from instructor.course.notebooks import grade_cells, notebook_path, read_notebook
+from judges._core import Context
 from tests.course import ScratchCourse, answers_module, cells_grading, solution_cells, up_to_last_of, with_cell
 from tests.fake_class import _add_cell
 from tests.redteam import EXPLOITS, HONEST
@@ -201,16 +203,14 @@ os._exit(0)
 
 def _fixed_seed(seed):
     """A judge context factory that draws the same inputs every time: the defence (fresh inputs) removed."""
-    from judges._core import Context
     return lambda: Context(seed)
 
 
 def _run(nb, context=None):
     """`nb` through intake and the clean room, as a class is graded, its checks judged with `context`."""
-    from instructor.grading import execute, intake
     limits = sandbox.Limits(cell_timeout=60, notebook_timeout=300, memory_mb=4000)
     isolation = "namespaces" if sandbox.namespaces_available() else "process"
-    env = {**__import__("os").environ, "PYTHONPATH": sandbox.pythonpath(), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": sandbox.pythonpath(), "CUDA_VISIBLE_DEVICES": ""}
     checked = intake.check_submission(json.dumps(nb).encode(), "ex1_memory")
     return execute.verdicts(checked.notebook, "ex1_memory", None, env, limits, isolation, context=context)
 
@@ -241,11 +241,10 @@ def test_a_program_in_place_of_the_notebook_earns_nothing_with_its_claims(name):
         assert any("could not read" in note and "more than the grader reads" in note for note in room.notes), room.notes
 
 
-def test_a_replay_of_another_grading_s_data_earns_nothing():
+def test_a_replay_of_another_grading_s_data_earns_nothing(monkeypatch):
     """The data a correct notebook sent in one grading, replayed by a program in another: it would pay if the
     judge drew the same inputs again (shown with a fixed seed), and it does not, since every grading draws
     fresh ones."""
-    from instructor.grading import judge as judge_stage
     answers, genuine = [], judge_stage.Session.handle
 
     def tap(self, message):
@@ -254,11 +253,9 @@ def test_a_replay_of_another_grading_s_data_earns_nothing():
         return genuine(self, message)
 
     solution = read_notebook(notebook_path("ex1_memory", "solution"))
-    judge_stage.Session.handle = tap
-    try:
-        first = _run(solution, context=_fixed_seed(1234))
-    finally:
-        judge_stage.Session.handle = genuine
+    monkeypatch.setattr(judge_stage.Session, "handle", tap)
+    first = _run(solution, context=_fixed_seed(1234))
+    monkeypatch.undo()
     assert all(first.passed.values()) and len(answers) == len(CHECKS), first.messages
     replay = _program(read_notebook(notebook_path("ex1_memory", "release")),
                       "replayed data of another student's grading", REPLAY=answers)

@@ -50,6 +50,7 @@ MAX_PROCESSES = 32
 JUDGE_GRACE = 120  # seconds a judge may take over one check (a CUDA reference's first load) before the cell is stopped
 MAX_LINE_BYTES = 64 * 2**20  # one message of the notebook's process (a check's data, a cell's outputs)
 MAX_CHANNEL_BYTES = 512 * 2**20  # all it may send in one run
+MAX_GARBAGE = 1_000  # unreadable messages in one run before nothing more is read (each costs the worker a parse)
 
 
 @dataclasses.dataclass
@@ -100,21 +101,27 @@ class _Channel(threading.Thread):
         self.judge_seconds, self.garbage, self.overflow = 0.0, 0, None
 
     def run(self):
-        buffer, total = b"", 0
+        partial, waiting, total = [], 0, 0  # the pieces of the line not yet ended, and their length
         try:
             while True:
                 chunk = self.sock.recv(1 << 20)
                 if not chunk:
                     break
                 total += len(chunk)
-                buffer += chunk
-                if total > self.limit or (b"\n" not in chunk and len(buffer) > MAX_LINE_BYTES):
+                pieces = chunk.split(b"\n")  # each byte is copied once, however many lines a chunk holds
+                waiting = waiting + len(pieces[0]) if len(pieces) == 1 else len(pieces[-1])
+                if len(pieces) == 1:
+                    partial.append(chunk)
+                else:
+                    for line in [b"".join([*partial, pieces[0]]), *pieces[1:-1]]:
+                        if self.garbage > MAX_GARBAGE:
+                            break
+                        self._take(line)
+                    partial = [pieces[-1]]
+                if total > self.limit or waiting > MAX_LINE_BYTES or self.garbage > MAX_GARBAGE:
                     self.overflow = "more than the grader reads"
                     self.session.garbage(self.overflow)
                     break
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    self._take(line)
         except OSError:
             pass
         finally:
@@ -546,7 +553,7 @@ def _never_judged(index, done, culprit, why, skip, fallback) -> str:
         return f"its test cell {why}, so the check could not finish"
     record = done.get(index)
     if record is None:
-        return "the clean room never reached this check" if fallback.startswith("the hidden check never") else fallback
+        return "the clean room never reached this check" if fallback == judge.NEVER_REPORTED else fallback
     if record["raised"]:
         return f"the hidden check did not run: the cell stopped at an error first ({record['error'] or 'an error'})"
     return fallback

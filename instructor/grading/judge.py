@@ -18,6 +18,7 @@ from judges import _core
 
 CHECK_CALL = re.compile(r"\bcheck_(\w+)\s*\(")
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", re.S)
+NEVER_REPORTED = "the hidden check never reported to the grader"
 
 
 def checks_of(test_source: str) -> list:
@@ -103,13 +104,14 @@ class Session:
             self.secrets.pop(name, None)
             self.outcomes[name] = Outcome(False, why, judged=False)
 
-    def finish(self, why: str = "the hidden check never reported to the grader") -> dict:
+    def finish(self, why: str = NEVER_REPORTED) -> dict:
         """grade_id -> Outcome of its test cell; a check that never reached the judge fails with `why`."""
         for name in self.order:
             self._close(name, why)
         cells = {}
         for name in self.order:
             cells.setdefault(self.grade_of[name], []).append(self.outcomes[name])
-        return {grade_id: Outcome(all(o.passed for o in got), " ".join(o.message for o in got if not o.passed)
-                                  or " ".join(o.message for o in got), all(o.judged for o in got))
+        said = lambda got: " ".join(dict.fromkeys(o.message for o in got))  # noqa: E731 - once each
+        return {grade_id: Outcome(all(o.passed for o in got), said([o for o in got if not o.passed] or got),
+                                  all(o.judged for o in got))
                 for grade_id, got in cells.items()}
