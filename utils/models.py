@@ -8,6 +8,7 @@ Every notebook loads through the ordinary API with the path this module hands ou
     model = AutoModelForCausalLM.from_pretrained(GPT2)
 """
 import functools
+import json
 import os
 import pathlib
 import shutil
@@ -74,6 +75,48 @@ def load_tokenizer():
     tokenizer = AutoTokenizer.from_pretrained(gpt2_source())
     tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+SMALL_GPT2 = pathlib.Path(__file__).parent / "data" / "small-gpt2"  # made by scripts/train_small_gpt2.py
+SMALL_FLAG = "course_small_trained"  # written into the small model's config.json
+
+
+@functools.cache
+def quality_source() -> str:
+    """For lessons about quality (perplexity, generations, loss curves): "gpt2" where the real model can be
+    loaded, otherwise the path of the small GPT-2 trained on Shakespeare that ships with the course.
+
+    The real-size stand-in of `gpt2_source()` has exact counts and memory but random weights, so nothing it
+    generates or scores means anything; the small model has learned English verse and does."""
+    if _real_gpt2_cached() or hub_reachable():
+        print("Quality model: the real pretrained `gpt2` from the Hugging Face hub.")
+        return HUB_ID
+    config = json.loads((SMALL_GPT2 / "config.json").read_text())
+    print(f"Quality model: no model hub here, so the SMALL GPT-2 that ships with the course: the GPT-2 architecture\n"
+          f"at {config['n_layer']} layers of width {config['n_embd']}, pretrained on Shakespeare's plays except\n"
+          f"Coriolanus (scripts/train_small_gpt2.py). Its scores and texts are real, at a small model's level.")
+    return str(SMALL_GPT2)
+
+
+def load_quality_model(**kwargs):
+    """`AutoModelForCausalLM.from_pretrained(quality_source(), **kwargs)`, quietly."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+    logging.disable_progress_bar()
+    return AutoModelForCausalLM.from_pretrained(quality_source(), **kwargs)
+
+
+def load_quality_tokenizer():
+    """The tokenizer of `quality_source()`, with the end-of-text token doubling as padding."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(quality_source())
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def is_small_trained(model_or_config) -> bool:
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, SMALL_FLAG, False))
 
 
 def is_standin(model_or_config) -> bool:
