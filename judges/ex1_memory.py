@@ -4,11 +4,12 @@ their reference outputs on the check's own inputs, so a wrong `bytes_per_param` 
 import math
 import random
 
-from judges._core import as_number, call, calls_request, describe, fail, raised_kind, records, spec, table
+from judges._core import (as_number, call, calls_request, describe, fail, part, raised_kind, records, spec,
+                          table, text)
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
 TRAINING_BYTES = {"weights_bf16": 2, "gradients_bf16": 2, "adam_momentum": 4, "adam_variance": 4}
-UNKNOWN_DTYPES = ["int3", "float12", "qint7", "not-a-dtype"]  # nothing a student would map on purpose
+UNKNOWN_DTYPES = ["int3", "float12", "qint7", "not-a-dtype"]  # nothing a student would map on purpose; all asked
 FINETUNING_METHODS = ("full", "lora", "qlora")
 UNKNOWN_METHODS = ["qlora8", "adapter", "Full-finetune", "dora"]
 
@@ -57,10 +58,16 @@ def _param_counts(seed):
     return [124_439_808, 7_000_000_000] + counts
 
 
-def _refused(record, name, what, kind, why=""):
-    """The call passed an input the answer cannot know (a `kind`): it must have raised ValueError (or KeyError)."""
+def _refused(record, name, what, kind, unknown, why=""):
+    """The call passed an input the answer cannot know (a `kind`, `unknown`): it must have raised ValueError (or
+    KeyError) with a message naming it, as the notebook asks."""
     kinds = raised_kind(record)
     if kinds and ("ValueError" in kinds or "KeyError" in kinds):
+        error = part(record, "raised")
+        message = text(error, "message")
+        if unknown not in message:
+            fail(f"{what} raised {text(error, 'type')} with the message {message!r}, which does not name the {kind}: "
+                 f"say which {kind} was not recognised (e.g. f\"unknown {kind} {{{kind}!r}}\").")
         return
     if kinds and "NotImplementedError" in kinds:
         fail(f"{name} is not implemented yet: replace `raise NotImplementedError()` with your code.")
@@ -73,17 +80,19 @@ def _refused(record, name, what, kind, why=""):
 
 
 def _unknown(seed, choices):
-    return random.Random(seed).choice(choices)
+    """Every decoy, in an order drawn from the seed: an answer that refuses only some of them always shows."""
+    return random.Random(seed).sample(choices, len(choices))
 
 
 # ------------------------------------------------------------------------------------ bytes_per_param
 def ask_bytes_per_param(ctx):
     unknown = _unknown(ctx.seed, UNKNOWN_DTYPES)
-    return calls_request("bytes_per_param", [spec(d) for d in [*BYTES, unknown]]), {"unknown": unknown}
+    return calls_request("bytes_per_param", [spec(d) for d in [*BYTES, *unknown]]), {"unknown": unknown}
 
 
 def judge_bytes_per_param(data, secret):
-    got_calls = records(data, "bytes_per_param", len(BYTES) + 1)
+    unknown = secret["unknown"]
+    got_calls = records(data, "bytes_per_param", len(BYTES) + len(unknown))
     for (dtype, expected), record in zip(BYTES.items(), got_calls):
         what = f"bytes_per_param({dtype!r})"
         got = as_number(call(record, what), what)
@@ -91,10 +100,11 @@ def judge_bytes_per_param(data, secret):
             fail(f"{what} returned {got:g}: that is bits; the answer is in bytes ({expected:g}).")
         if not math.isclose(got, expected, rel_tol=1e-9):
             fail(f"{what}: expected {expected:g} bytes, got {got:g}.")
-    unknown = secret["unknown"]
-    _refused(got_calls[-1], "bytes_per_param", f"bytes_per_param({unknown!r})", "dtype",
-             ", so a typo can't silently turn into a memory figure")
-    return "bytes_per_param: float32 4, float16 2, bfloat16 2, int8 1, int4 0.5, and an unknown dtype raises."
+    for dtype, record in zip(unknown, got_calls[len(BYTES):]):
+        _refused(record, "bytes_per_param", f"bytes_per_param({dtype!r})", "dtype", dtype,
+                 ", so a typo can't silently turn into a memory figure")
+    return (f"bytes_per_param: float32 4, float16 2, bfloat16 2, int8 1, int4 0.5, and {len(unknown)} unknown dtypes "
+            "raise, naming the dtype.")
 
 
 # ------------------------------------------------------------------------------- memory_for_inference
@@ -261,6 +271,7 @@ def _finetuning_cases(seed):
 
 def _finetuning_calls(n, a):
     return [("full", {}, f"memory_for_finetuning({n:_}, 'full')"),
+            ("full", {"adapter_params": a}, f"memory_for_finetuning({n:_}, 'full', adapter_params={a:_})"),
             ("lora", {"adapter_params": a}, f"memory_for_finetuning({n:_}, 'lora', adapter_params={a:_})"),
             ("qlora", {"adapter_params": a}, f"memory_for_finetuning({n:_}, 'qlora', adapter_params={a:_})"),
             ("qlora", {"adapter_params": a, "double_quant": False},
@@ -271,8 +282,8 @@ def ask_memory_for_finetuning(ctx):
     cases = _finetuning_cases(ctx.seed)
     unknown = _unknown(ctx.seed, UNKNOWN_METHODS)
     specs = [spec(n, method, **kwargs) for n, a in cases for method, kwargs, _ in _finetuning_calls(n, a)]
-    specs.append(spec(7_000_000_000, unknown, adapter_params=1000))
-    counts = sorted({n for n, _ in cases} | {a for _, a in cases} | {1000})
+    specs += [spec(7_000_000_000, method, adapter_params=1000) for method in unknown]
+    counts = sorted({n for n, _ in cases} | {a for _, a in cases} | {0, 1000})  # 0: an answer may price no adapter
     helpers = _helpers(counts, "bytes_per_param", "memory_for_inference", "memory_for_training", "to_gb",
                        "nf4_bits_per_param")
     return calls_request("memory_for_finetuning", specs, helpers), {"cases": cases, "unknown": unknown,
@@ -280,7 +291,8 @@ def ask_memory_for_finetuning(ctx):
 
 
 EXPLAIN = {
-    "full": {"base": "12 bytes per parameter: memory_for_training's total", "adapter": "full finetuning has no adapter: 0"},
+    "full": {"base": "12 bytes per parameter: memory_for_training's total",
+             "adapter": "full finetuning trains no adapter, whatever adapter_params says: 0"},
     "lora": {"base": "the frozen base in bfloat16, 2 bytes per parameter: no gradients, no Adam states",
              "adapter": "the adapter trains like a full model, 12 bytes per adapter parameter"},
     "qlora": {"base": "the frozen base in NF4, nf4_bits_per_param({}) / 8 bytes per parameter",
@@ -290,7 +302,8 @@ EXPLAIN = {
 
 def judge_memory_for_finetuning(data, secret):
     cases, seed = secret["cases"], secret["seed"]
-    got_calls = iter(records(data, "memory_for_finetuning", 4 * len(cases) + 1))
+    unknown = secret["unknown"]
+    got_calls = iter(records(data, "memory_for_finetuning", len(_finetuning_calls(1, 1)) * len(cases) + len(unknown)))
     for n, a in cases:
         for method, kwargs, what in _finetuning_calls(n, a):
             got = _parts(call(next(got_calls), what), what, ("base", "adapter", "total"))
@@ -304,7 +317,9 @@ def judge_memory_for_finetuning(data, secret):
             if abs(got["total"] - want["total"]) > 2 + 1e-9 * want["total"]:
                 fail(f"{what}['total']: expected base + adapter = {want['total']:,.1f} bytes, got {got['total']:,.1f}."
                      f" (seed {seed})")
-    unknown = secret["unknown"]
-    _refused(next(got_calls), "memory_for_finetuning", f"memory_for_finetuning(7_000_000_000, {unknown!r})", "method")
-    return (f"memory_for_finetuning: full, LoRA and QLoRA (with and without double quantization) on {len(cases)} "
-            f"(model, adapter) sizes, and an unknown method raises (seed {seed}).")
+    for method in unknown:
+        _refused(next(got_calls), "memory_for_finetuning",
+                 f"memory_for_finetuning(7_000_000_000, {method!r}, adapter_params=1_000)", "method", method)
+    return (f"memory_for_finetuning: full (with and without an adapter size passed), LoRA and QLoRA (with and without "
+            f"double quantization) on {len(cases)} (model, adapter) sizes, and {len(unknown)} unknown methods raise "
+            f"(seed {seed}).")

@@ -28,6 +28,20 @@ def bytes_per_param(dtype):
         raise ValueError(f"unknown dtype {dtype!r}")
     return bits[dtype] // 8
 '''),
+        ("the library shortcut: torch's dtype itemsize (int4 takes a whole byte there; unknown names raise "
+         "AttributeError)", '''
+import torch
+
+def bytes_per_param(dtype):
+    return getattr(torch, dtype).itemsize
+'''),
+        ("an unknown dtype raises ValueError, but the message does not say which", '''
+def bytes_per_param(dtype):
+    sizes = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
+    if dtype not in sizes:
+        raise ValueError("unknown dtype")
+    return sizes[dtype]
+'''),
     ],
     "memory_for_inference": [
         ("returns GB instead of bytes", '''
@@ -161,6 +175,31 @@ def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=Tru
         base, adapter = num_params * nf4_bits_per_param(double_quant), memory_for_training(adapter_params)["total"]
     else:
         raise ValueError(method)
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+'''),
+        ("the adapter priced once before the methods part ways: full finetuning gets one when adapter_params is "
+         "passed", '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    adapter = memory_for_training(adapter_params)["total"]
+    if method == "full":
+        base = memory_for_training(num_params)["total"]
+    elif method == "lora":
+        base = memory_for_inference(num_params, "bfloat16")
+    elif method == "qlora":
+        base = num_params * nf4_bits_per_param(double_quant) / 8
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return {"base": base, "adapter": adapter, "total": base + adapter}
+'''),
+        ("an unknown method raises, but the message does not say which", '''
+def memory_for_finetuning(num_params, method, adapter_params=0, double_quant=True):
+    frozen = {"lora": 2, "qlora": nf4_bits_per_param(double_quant) / 8}
+    if method == "full":
+        return {"base": memory_for_training(num_params)["total"], "adapter": 0,
+                "total": memory_for_training(num_params)["total"]}
+    if method not in frozen:
+        raise ValueError("method must be 'full', 'lora' or 'qlora'")
+    base, adapter = num_params * frozen[method], memory_for_training(adapter_params)["total"]
     return {"base": base, "adapter": adapter, "total": base + adapter}
 '''),
     ],
