@@ -287,7 +287,7 @@ def _block_report(probe, block, originals):
     for name, path in BLOCK_LAYERS:
         layer = _layer(block, path)
         entry = {"type": _type(layer), "probe": type(layer) is probe,
-                 "lora_like": _get(layer, "A") is not None or _get(layer, "B") is not None}
+                 "lora_like": any(_get(layer, name) is not None for name in ("A", "B", "lora_A", "lora_B"))}
         if entry["probe"]:
             inner = layer.base
             entry.update({"r": _wire.encode(layer.called_with["r"]), "alpha": _wire.encode(layer.called_with["alpha"]),

@@ -5,7 +5,8 @@ rule, every weight within half a step of where it came from, the full int8 range
 sane results (no NaN or inf) on the degenerate inputs the notebook describes. Both zero-point
 conventions pass: q = round(w/s) + zp with an integer zp, and q = round(w/s + zp). The dequantize
 checks feed in reference-quantized inputs (made here, sent as tensors), so each function is graded on its
-own. Every input is drawn again from the secret's seed when judging: the secret stays plain JSON."""
+own; zero_point_dequantize gets zero points of both conventions, whole and fractional, in every grading.
+Every input is drawn again from the secret's seed when judging: the secret stays plain JSON."""
 import json
 import math
 import random
@@ -322,17 +323,50 @@ def judge_zero_point_quantize(data, secret):
             f"full range within half a step; constant and all-zero tensors come back exactly (seed {seed}).")
 
 
-def _zero_point_dequantize_calls(seed):
-    """(q, scale, zero_point, scale as sent, zero point as sent, what) for each call: reference codes, the scale
-    and zero point as Python numbers and as 0-d tensors."""
+def zero_point_quantize_float(w):
+    """The other convention the notebook accepts: a non-integer zero point, rounded once with w / scale."""
+    lo, hi = w.min().item(), w.max().item()
+    scale = (hi - lo) / 255 if hi > lo else (abs(lo) or 1.0)
+    zero_point = -128 - lo / scale
+    return torch.round(w / scale + zero_point).clamp(-128, 127).to(torch.int8), scale, zero_point
+
+
+def _fractional_zero_points(seed, count=3):
+    """Codes, scales and zero points with a fractional part between 0.25 and 0.75, of either sign: always drawn, so
+    that a zero point truncated (int(), .long()) or rounded to an integer is off by at least a quarter of a step."""
+    rng, gen = random.Random(seed + 7), torch.Generator().manual_seed(seed + 7)
     out = []
+    for i in range(count):
+        whole = rng.randint(-200, -130) if i == 0 else rng.randint(-60, 60) if i == 1 else rng.randint(130, 200)
+        zero_point = whole + rng.choice([-1, 1]) * rng.uniform(0.25, 0.75)
+        shape = _small_shape(rng) + (rng.randint(2, 6),)
+        q = torch.randint(-128, 128, shape, generator=gen, dtype=torch.int8)
+        out.append((q, 10 ** rng.uniform(-4, 0), zero_point))
+    return out
+
+
+def _zero_point_dequantize_calls(seed):
+    """(q, scale, zero_point, scale as sent, zero point as sent, what) for each call. Both conventions the notebook
+    allows: integer zero points (reference codes of the lesson's and random tensors) and non-integer ones (the
+    same tensors quantized the other way, and codes with a zero point well away from any integer); the scale and
+    the zero point as Python numbers and as 0-d tensors."""
+    cases = []
     for w in [torch.tensor(LESSON), torch.tensor([0.1, 0.3, 0.5, 0.8]), torch.full((3,), 2.5)] + _random_tensors(seed):
-        q, scale, zero_point = zero_point_quantize(w)
+        cases.append((*zero_point_quantize(w), w))
+    for w in [torch.tensor([0.1, 0.3, 0.5, 0.8])] + _random_tensors(seed + 1, count=4):
+        cases.append((*zero_point_quantize_float(w), w))
+    cases += [(q, scale, zero_point, None) for q, scale, zero_point in _fractional_zero_points(seed)]
+    out = []
+    for q, scale, zero_point, w in cases:
+        integer = isinstance(zero_point, int)
         forms = [(scale, zero_point, "Python numbers"),
-                 (torch.tensor(scale, dtype=torch.float32), torch.tensor(zero_point), "0-d tensors")]
+                 (torch.tensor(scale, dtype=torch.float32),
+                  torch.tensor(zero_point) if integer else torch.tensor(zero_point, dtype=torch.float64),
+                  "0-d tensors")]
         for scale_as, zero_point_as, kind in forms:
-            what = (f"zero_point_dequantize(q, scale, zero_point) for the codes of {_describe(w)} "
-                    f"(scale {scale:.4g}, zero point {zero_point}, as {kind})")
+            source = f"the codes of {_describe(w)}" if w is not None else f"{tuple(q.shape)} codes"
+            what = (f"zero_point_dequantize(q, scale, zero_point) for {source} (scale {scale:.4g}, zero point "
+                    f"{zero_point if integer else f'{zero_point:.4f}'}, as {kind})")
             out.append((q, scale, zero_point, scale_as, zero_point_as, what))
     return out
 
@@ -358,11 +392,18 @@ def judge_zero_point_dequantize(data, secret):
         err = (out.double() - expected).abs()
         if not err.max().item() <= 1e-5 * max(expected.abs().max().item(), scale) + 1e-12:
             i = int(err.reshape(-1).argmax())
+            hint = "(Convert q to float before subtracting: int8 arithmetic overflows.)"
+            if not isinstance(zero_point, int):
+                whole = [math.trunc(zero_point), round(zero_point), math.floor(zero_point)]
+                if any(torch.allclose(out.double(), (q.double() - z) * scale, rtol=1e-5, atol=1e-12) for z in whole):
+                    hint = ("That is the zero point made a whole number: the notebook accepts zero points that are "
+                            "not integers (the convention q = round(w / scale + zero_point)), so subtract it as it "
+                            "comes, in floating point.")
             fail(f"{what}: (q - zero_point) * scale should give {expected.reshape(-1)[i].item():.6g} for the "
-                 f"code {int(q.reshape(-1)[i])}, got {out.reshape(-1)[i].item():.6g}. (Convert q to float "
-                 f"before subtracting: int8 arithmetic overflows.) (seed {seed})")
-    return (f"zero_point_dequantize: {len(cases) // 2} reference-quantized tensors, scale and zero point as numbers "
-            f"and as tensors (seed {seed}).")
+                 f"code {int(q.reshape(-1)[i])}, got {out.reshape(-1)[i].item():.6g}. {hint} (seed {seed})")
+    floats = sum(not isinstance(c[2], int) for c in cases) // 2
+    return (f"zero_point_dequantize: {len(cases) // 2 - floats} tensors with integer zero points and {floats} with "
+            f"zero points that are not whole numbers, scale and zero point as numbers and as tensors (seed {seed}).")
 
 
 # ------------------------------------------------------------------------------------ GPT-2's query block
@@ -450,10 +491,16 @@ def _block_cases(seed):
     return cases
 
 
+def _matrix_case(seed):
+    """A (6, 10) matrix in blocks of 7, in every grading: blocks run across rows in w.reshape(-1)'s order, so an
+    answer that cuts each row (or column) into blocks of its own gets other blocks."""
+    return torch.randn(6, 10, generator=torch.Generator().manual_seed(seed + 3)) * 0.1, 7
+
+
 def _quantize_blocks_cases(seed):
-    """The lesson's two blocks of 4 first, then a zero block, a short last block and the random cases."""
+    """The lesson's two blocks of 4 first, then a zero block, a short last block, a matrix, the random cases."""
     return [(torch.tensor(BLOCK_LESSON), 4), (torch.cat([torch.zeros(3), torch.tensor([0.5, -1.0, 0.25])]), 3),
-            (torch.linspace(-1, 1, 130), 64)] + _block_cases(seed)
+            (torch.linspace(-1, 1, 130), 64), _matrix_case(seed)] + _block_cases(seed)
 
 
 def _as_scales(scales, n_blocks, what):
@@ -514,14 +561,15 @@ def judge_absmax_quantize_blocks(data, secret):
                      f"{scales[b].item():.6g}. Blocks are {bs} consecutive values of w.reshape(-1), the last one "
                      f"possibly shorter. (seed {seed})")
             _within_half_step(block_codes * scales[b].item(), block, scales[b].item(), f"{what}, {where}", seed)
-    return (f"absmax_quantize_blocks: the lesson's two blocks, a zero block, a short last block and "
-            f"{len(cases) - 3} random tensors with odd sizes, zero blocks and outliers (seed {seed}).")
+    return (f"absmax_quantize_blocks: the lesson's two blocks, a zero block, a short last block, a matrix and "
+            f"{len(cases) - 4} random tensors with odd sizes, zero blocks and outliers (seed {seed}).")
 
 
 def _dequantize_blocks_calls(seed):
     """(q, scales, block size, the block size as passed or None, what): reference codes and scales."""
     out = []
-    for w, block_size in [(torch.tensor(BLOCK_LESSON), 4), (torch.linspace(-1, 1, 130), 64)] + _block_cases(seed):
+    for w, block_size in [(torch.tensor(BLOCK_LESSON), 4), (torch.linspace(-1, 1, 130), 64),
+                          _matrix_case(seed)] + _block_cases(seed):
         bs = 64 if block_size is None else block_size
         q, scales = absmax_quantize_blocks(w, bs)
         what = ("absmax_dequantize_blocks(q, scales" + (")" if block_size is None else f", block_size={bs})") +

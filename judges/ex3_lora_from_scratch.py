@@ -331,6 +331,8 @@ def _judge_gpt2(got, spec, logits, what):
         c_attn = part(block, "attn.c_attn")
         if not flag(c_attn, "probe"):
             kind = _short(text(c_attn, "type"))
+            if text(c_attn, "type").startswith("peft."):
+                kind = f"{kind} from peft (the library's LoRA)"
             if flag(c_attn, "lora_like"):
                 fail(f"{what}: block {i}'s attn.c_attn is a {kind}, not a LoRALinear; replace it with "
                      "LoRALinear(c_attn, r, alpha) (the notebook's class: the check swaps in its own, so that task 1 "

@@ -25,6 +25,16 @@ def absmax_quantize(w):
     q = torch.round(w / scale).to(torch.int8)
     return q, scale
 '''),
+        ("torch's symmetric MinMaxObserver: scale max|w| / 127.5", '''
+from torch.ao.quantization import MinMaxObserver
+
+def absmax_quantize(w):
+    observer = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    observer(w)
+    scale, _ = observer.calculate_qparams()
+    q = torch.quantize_per_tensor(w, float(scale), 0, torch.qint8).int_repr().clamp(-127, 127)
+    return q, scale
+'''),
         ("no guard: an all-zero tensor gives scale 0 and 0/0", '''
 def absmax_quantize(w):
     scale = w.abs().max() / 127
@@ -71,6 +81,16 @@ def zero_point_quantize(w):
     q = (torch.round(w / scale) + zero_point).clamp(-128, 127).to(torch.int8)
     return q, scale, zero_point
 '''),
+        ("torch's MinMaxObserver: its range always includes 0", '''
+from torch.ao.quantization import MinMaxObserver
+
+def zero_point_quantize(w):
+    observer = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+    observer(w)
+    scale, zero_point = observer.calculate_qparams()
+    q = torch.quantize_per_tensor(w, float(scale), int(zero_point), torch.qint8).int_repr()
+    return q, scale, zero_point
+'''),
         ("255 steps taken as 256", '''
 def zero_point_quantize(w):
     lo, hi = w.min().item(), w.max().item()
@@ -92,6 +112,19 @@ def zero_point_dequantize(q, scale, zero_point):
         ("subtracts in int8, which overflows", '''
 def zero_point_dequantize(q, scale, zero_point):
     return (q - zero_point) * scale
+'''),
+        ("truncates the zero point to an integer (int())", '''
+def zero_point_dequantize(q, scale, zero_point):
+    return (q.float() - int(zero_point)) * scale  # a fractional zero point loses its fraction
+'''),
+        ("integer arithmetic in int64: no overflow, but the zero point is cut to a whole number", '''
+def zero_point_dequantize(q, scale, zero_point):
+    shifted = q.long() - torch.as_tensor(zero_point).long()
+    return shifted.float() * scale
+'''),
+        ("rounds the zero point to the nearest integer", '''
+def zero_point_dequantize(q, scale, zero_point):
+    return (q.float() - round(float(zero_point))) * scale
 '''),
     ],
     "query_block": [
@@ -145,6 +178,19 @@ def absmax_quantize_blocks(w, block_size=64):
     index = (torch.arange(flat.numel()) // block_size).clamp(max=n_blocks - 1)
     q = torch.round(flat / scales[index]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape), scales
+'''),
+        ("blocks cut within each row (the last dimension), not across the flattened tensor", '''
+def absmax_quantize_blocks(w, block_size=64):
+    rows = w.reshape(-1, w.shape[-1])
+    q = torch.empty(rows.shape, dtype=torch.int8)
+    scales = []
+    for i, row in enumerate(rows):
+        for start in range(0, row.numel(), block_size):
+            block = row[start:start + block_size]
+            scale = block.abs().max().item() / 127 or 1.0
+            q[i, start:start + block_size] = torch.round(block / scale).clamp(-127, 127).to(torch.int8)
+            scales.append(scale)
+    return q.reshape(w.shape), torch.tensor(scales)
 '''),
         ("no guard: an all-zero block gets scale 0", '''
 def absmax_quantize_blocks(w, block_size=64):

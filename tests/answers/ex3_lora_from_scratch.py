@@ -82,6 +82,22 @@ class LoRALinear(nn.Module):
         return self.base(x) + (x @ self.A @ self.B.T) * self.scale
 '''
 
+_LORA_BASE_ONLY = '''
+class LoRALinear(nn.Module):
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__()
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad = False
+        d_in, d_out = in_out_features(base)
+        self.A = nn.Parameter(torch.randn(r, d_in) * 0.01)
+        self.B = nn.Parameter(torch.zeros(d_out, r))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x)  # right while B = 0, and only then
+'''
+
 _LORA_ALTERNATIVE = '''
 import math
 import torch.nn.functional as F
@@ -138,6 +154,16 @@ def add_lora_to_gpt2(model, r=8, alpha=16):
     for block in model.transformer.h:
         block.attn.c_attn = LoRALinear(block.attn.c_attn, r=r, alpha=alpha)
     return model
+'''
+
+_ADD_PEFT = '''
+from peft import LoraConfig, get_peft_model
+
+
+def add_lora_to_gpt2(model, r=8, alpha=16):
+    # The library's LoRA, not the notebook's LoRALinear: c_attn becomes peft's own layer.
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=["c_attn"], fan_in_fan_out=True)
+    return get_peft_model(model, config)
 '''
 
 _ADD_ALTERNATIVE = '''
@@ -217,12 +243,14 @@ WRONG = {
         ("A and B initialisations swapped", _LORA_INIT_SWAPPED),
         ("scale = r / alpha", _LORA_SCALE_INVERTED),
         ("no scale in forward", _LORA_NO_SCALE_IN_FORWARD),
+        ("forward returns base(x) alone", _LORA_BASE_ONLY),
         ("A shaped (d_in, r)", _LORA_A_TRANSPOSED),
     ],
     "add_lora_to_gpt2": [
         ("parameters attached but unused in forward", _ADD_ATTACHED_UNUSED),
         ("wraps c_proj instead of c_attn", _ADD_WRAPS_C_PROJ),
         ("rest of GPT-2 not frozen", _ADD_REST_NOT_FROZEN),
+        ("peft's get_peft_model instead of LoRALinear", _ADD_PEFT),
     ],
     "merge_lora": [
         ("no scale", _MERGE_NO_SCALE),
