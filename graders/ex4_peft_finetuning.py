@@ -104,21 +104,43 @@ def check_peft_model(ns):
 
 
 # -------------------------------------------------------------------------------- lora_param_count
+@contextlib.contextmanager
+def peft_switched_off(calls: list):
+    """PEFT cannot put adapters on any model inside this block (every way in, get_peft_model, LoraModel,
+    inject_adapter_in_model, goes through BaseTuner.inject_adapter): lora_param_count is asked for the count
+    without PEFT. Each attempt is noted in `calls` and refused with an error that says so."""
+    from peft.tuners.tuners_utils import BaseTuner
+    inject = BaseTuner.inject_adapter
+
+    def refused(*args, **kwargs):
+        calls.append("inject_adapter")
+        raise RuntimeError("PEFT is switched off while lora_param_count runs: count by PEFT's rule yourself")
+
+    BaseTuner.inject_adapter = refused
+    try:
+        yield
+    finally:
+        BaseTuner.inject_adapter = inject
+
+
 def _collect_lora_param_count(ns, request):
     """request: {"cases": [{"gpt2": GPT2Config's arguments or None, "targets": [...], "r": int,
-    "container": "list" or "set"}]}: the student's function on a meta skeleton of each GPT-2."""
+    "container": "list" or "set"}]}: the student's function on a meta skeleton of each GPT-2, with PEFT
+    switched off (the question is the count PEFT would give, worked out without it)."""
     import json
     data, fn = answer(ns, "lora_param_count")
     if fn is None:
         return data
-    built, records = {}, []
+    built, records, peft_calls = {}, [], []
     for case in request["cases"]:
         key = json.dumps(case["gpt2"], sort_keys=True)
         if key not in built:
             built[key] = skeleton(case["gpt2"])
         targets = set(case["targets"]) if case["container"] == "set" else list(case["targets"])
-        records.append(attempt(fn, built[key], targets, case["r"]))
+        with peft_switched_off(peft_calls):
+            records.append(attempt(fn, built[key], targets, case["r"]))
     data["calls"] = records
+    data["peft_called"] = bool(peft_calls)
     return data
 
 

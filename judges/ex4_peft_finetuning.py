@@ -148,7 +148,11 @@ LESSON_CONFIG = {"r": 8, "lora_alpha": 16, "target_modules": ["c_attn", "c_proj"
                  "bias": "none", "task_type": "CAUSAL_LM"}
 
 
-def _count_by_rule(model, target_modules, r):
+def _peft_rule(name, target):
+    return name == target or name.endswith("." + target)
+
+
+def _count_by_rule(model, target_modules, r, rule=_peft_rule):
     from torch import nn
     from transformers.pytorch_utils import Conv1D
     targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
@@ -156,7 +160,7 @@ def _count_by_rule(model, target_modules, r):
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Linear, Conv1D)):
             continue
-        if any(name == t or name.endswith("." + t) for t in targets):
+        if any(rule(name, t) for t in targets):
             d_in, d_out = module.weight.shape if isinstance(module, Conv1D) else module.weight.shape[::-1]
             total += r * (d_in + d_out)
     return total
@@ -351,33 +355,68 @@ def judge_peft_model(data, secret):
 
 
 # -------------------------------------------------------------------------------- lora_param_count
-DECOYS = ["proj", "fc", "c_"]  # substrings of real names that PEFT's rule does NOT match
-REAL = ["c_attn", "c_proj", "c_fc", "attn.c_proj", "mlp.c_proj", "mlp.c_fc", "attn.c_attn", "lm_head",
-        "h.0.attn.c_attn"]
+# Targets of the hidden cases: real suffixes and full names, which PEFT matches, and decoys, which it does not but
+# a rule other than PEFT's does (a substring test, a suffix without the dot, the dotted name searched anywhere).
+REAL = ["c_attn", "c_proj", "c_fc", "attn.c_proj", "mlp.c_proj", "mlp.c_fc", "attn.c_attn", "lm_head"]
+DECOYS = ["proj", "fc", "c_", "_attn", "ttn", "roj", "attn.c", "mlp.c", "0.attn.c_attn", "1.mlp.c_fc",
+          "0.mlp.c_proj"]
 LESSON_COUNTS = [(["c_attn", "c_proj"], 8, TRAINABLE), (["c_attn"], 8, 294_912),
                  (["c_attn", "attn.c_proj"], 8, ATTENTION_ONLY)]
 RANDOM_COUNTS = 5
+# Matching rules the notebook's text rules out, each of which the hidden cases must always get wrong: every
+# draw of cases is checked against each, and drawn again until each one miscounts at least one case.
+OTHER_RULES = {
+    "a substring test (`target in name`)": lambda name, t: t in name,
+    "a suffix test without the dot (`name.endswith(target)`)": lambda name, t: name.endswith(t),
+    "the dotted target anywhere in the name": lambda name, t: name == t or ("." + t) in name,
+    "a suffix test that forgets the equal name (`name.endswith('.' + target)` alone)":
+        lambda name, t: name.endswith("." + t),
+    "the last part of the name only": lambda name, t: name.split(".")[-1] == t,
+    "equal names only": lambda name, t: name == t,
+}
 
 
-def _random_case(rng, with_decoy):
+def _random_case(rng):
     n_head = rng.choice([2, 4])
     n_embd = n_head * rng.choice([8, 12, 16, 24])
-    gpt2 = _small_gpt2(n_embd=n_embd, n_head=n_head, n_layer=rng.randint(1, 4), vocab_size=rng.randint(50, 400),
+    n_layer = rng.randint(1, 13)
+    gpt2 = _small_gpt2(n_embd=n_embd, n_head=n_head, n_layer=n_layer, vocab_size=rng.randint(50, 400),
                        n_positions=64)
-    targets = rng.sample(REAL, rng.randint(1, 3))
-    if with_decoy:
-        targets.append(rng.choice(DECOYS))
+    full_names = [f"transformer.h.{rng.randrange(n_layer)}.{kind}"
+                  for kind in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+    targets = rng.sample(REAL + full_names[:1], rng.randint(1, 3)) + rng.sample(DECOYS, rng.randint(1, 2))
     rng.shuffle(targets)
     return gpt2, targets, rng.choice([1, 2, 4, 8, 16])
 
 
+def _rules_caught(cases) -> set:
+    """The names of OTHER_RULES that miscount at least one of the cases."""
+    caught, built = set(), {}
+    for case in cases:
+        key = json.dumps(case["gpt2"], sort_keys=True)
+        if key not in built:
+            built[key] = _skeleton(case["gpt2"])
+        right = _count_by_rule(built[key], case["targets"], case["r"])
+        for label, rule in OTHER_RULES.items():
+            if label not in caught and _count_by_rule(built[key], case["targets"], case["r"], rule) != right:
+                caught.add(label)
+    return caught
+
+
 def ask_lora_param_count(ctx):
     rng = random.Random(ctx.seed)
-    cases = [{"gpt2": None, "targets": targets, "r": r, "container": "list"} for targets, r, _ in LESSON_COUNTS]
-    for trial in range(RANDOM_COUNTS):
-        gpt2, targets, r = _random_case(rng, with_decoy=trial < 2)
-        cases.append({"gpt2": gpt2, "targets": targets, "r": r,
-                      "container": "set" if trial == RANDOM_COUNTS - 1 else "list"})  # any collection must do
+    lesson = [{"gpt2": None, "targets": targets, "r": r, "container": "list"} for targets, r, _ in LESSON_COUNTS]
+    for _ in range(200):  # drawn again until every other rule miscounts a case: a few draws at most
+        drawn = []
+        for trial in range(RANDOM_COUNTS):
+            gpt2, targets, r = _random_case(rng)
+            drawn.append({"gpt2": gpt2, "targets": targets, "r": r,
+                          "container": "set" if trial == RANDOM_COUNTS - 1 else "list"})  # any collection must do
+        if _rules_caught(drawn) == set(OTHER_RULES):
+            break
+    else:
+        raise AssertionError(f"seed {ctx.seed}: no draw of cases tells PEFT's rule from every other")
+    cases = lesson + drawn
     return {"cases": cases}, {"seed": ctx.seed, "cases": cases}
 
 
@@ -394,6 +433,10 @@ def _count(got):
 def judge_lora_param_count(data, secret):
     seed, cases = secret["seed"], secret["cases"]
     got_calls = records(data, "lora_param_count", len(cases))
+    if flag(data, "peft_called"):
+        fail("lora_param_count asked PEFT to wrap the model (get_peft_model or one of its ways in), which the "
+             "question rules out: PEFT is switched off while it runs. Visit model.named_modules() and count "
+             "r * (d_in + d_out) for each linear layer that PEFT's rule matches.")
     for (targets, r, want), record in zip(LESSON_COUNTS, got_calls):
         what = f"lora_param_count(gpt2, {targets}, r={r})"
         got = call(record, what)
@@ -409,8 +452,8 @@ def judge_lora_param_count(data, secret):
                  f"vocab_size={gpt2['vocab_size']}, lora_param_count(model, {targets}, r={r}) should be "
                  f"{want:,} (PEFT's count: r*(d_in+d_out) for each Linear/Conv1D whose full name equals a "
                  f"target or ends with '.' + target), got {got!r}.")
-    return ("lora_param_count matches PEFT on GPT-2 and on 5 random smaller GPT-2s and target lists "
-            f"(seed {seed}).")
+    return (f"lora_param_count matches PEFT on GPT-2 and on {RANDOM_COUNTS} random smaller GPT-2s and target "
+            f"lists with decoys (seed {seed}).")
 
 
 # ---------------------------------------------------------------------------- attention_only_targets

@@ -56,6 +56,33 @@ def lora_param_count(model, target_modules, r):
             total += r * sum(module.weight.shape)
     return total
 '''),
+        ("suffix test without the dot: `name.endswith(target)` (\"proj\" would match c_proj)", '''
+from transformers.pytorch_utils import Conv1D
+
+
+def lora_param_count(model, target_modules, r):
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (Conv1D, torch.nn.Linear)) and any(name.endswith(t) for t in target_modules):
+            total += r * sum(module.weight.shape)
+    return total
+'''),
+        ("suffix with the dot but no equal name: a top-level target such as lm_head is missed", '''
+from transformers.pytorch_utils import Conv1D
+
+
+def lora_param_count(model, target_modules, r):
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (Conv1D, torch.nn.Linear)) and any(name.endswith("." + t) for t in target_modules):
+            total += r * sum(module.weight.shape)
+    return total
+'''),
+        ("the library shortcut: PEFT wraps a copy and counts (get_nb_trainable_parameters)", '''
+def lora_param_count(model, target_modules, r):
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=r, target_modules=list(target_modules)))
+    return wrapped.get_nb_trainable_parameters()[0]
+'''),
         ("only nn.Linear counted: GPT-2's Conv1D layers forgotten", '''
 def lora_param_count(model, target_modules, r):
     total = 0
