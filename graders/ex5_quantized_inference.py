@@ -67,22 +67,29 @@ def _checkpoints() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="ex5-grader-")  # removed when the kernel ends, not left in /tmp
 
 
+def gpt2_config(spec: dict):
+    """The GPT2Config the judge describes: {"n_embd", "n_head", "n_layer", "vocab_size", and optionally
+    "n_positions" (64), "n_inner" (None: 4 x n_embd), "tie_word_embeddings" (True, GPT-2's)}."""
+    from transformers import GPT2Config
+    return GPT2Config(n_embd=spec["n_embd"], n_head=spec["n_head"], n_layer=spec["n_layer"],
+                      vocab_size=spec["vocab_size"], n_positions=spec.get("n_positions", 64),
+                      n_inner=spec.get("n_inner"), tie_word_embeddings=spec.get("tie_word_embeddings", True),
+                      bos_token_id=0, eos_token_id=0)
+
+
 @functools.cache
 def _saved(key: str) -> str:
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
     spec = json.loads(key)
-    config = GPT2Config(n_embd=spec["n_embd"], n_head=spec["n_head"], n_layer=spec["n_layer"],
-                        vocab_size=spec["vocab_size"], n_positions=spec.get("n_positions", 64), bos_token_id=0,
-                        eos_token_id=0)
     path = os.path.join(_checkpoints().name, f"gpt2-{abs(hash(key)) % 10**12}")
     with seeded(spec["seed"]), _quiet():
-        GPT2LMHeadModel(config).save_pretrained(path)
+        GPT2LMHeadModel(gpt2_config(spec)).save_pretrained(path)
     return path
 
 
 def small_checkpoint(spec: dict) -> str:
     """A random small GPT-2 of the judge's shape, weights drawn from its seed, saved to disk (so it loads, and
-    quantizes, like the real one). spec: {"seed", "n_embd", "n_head", "n_layer", "vocab_size", "n_positions"}."""
+    quantizes, like the real one). spec: gpt2_config's, plus "seed"."""
     return _saved(json.dumps(spec, sort_keys=True))
 
 
@@ -94,14 +101,6 @@ def load_fixture(checkpoint, config_spec):
     source = gpt2_source() if checkpoint is None else small_checkpoint(checkpoint)
     with _quiet():
         return AutoModelForCausalLM.from_pretrained(source, quantization_config=bnb_config(config_spec))
-
-
-def lora_fixture(checkpoint, quantization, lora):
-    """A 4-bit model with LoRA adapters put on by get_peft_model (no k-bit preparation): a model to count."""
-    from peft import LoraConfig, get_peft_model
-    model = load_fixture(checkpoint, quantization)
-    with _quiet():
-        return get_peft_model(model, LoraConfig(**lora))
 
 
 def _free(always: bool = False) -> None:
@@ -302,42 +301,20 @@ def check_load_quantized(ns, int8_model=None):
     check("ex5_quantized_inference", "load_quantized", ns, _load_quantized, int8_model=int8_model)
 
 
-# ----------------------------------------------------------------------- expected_weight_bytes, footprints
+# ----------------------------------------------------------------------------- expected_weight_bytes
 def _expected_weight_bytes(ns, request):
+    """The student's prediction for each of the judge's (GPT2Config, BitsAndBytesConfig or None): nothing is
+    loaded here, the answer computes from the configurations alone."""
     data, fn = answer(ns, "expected_weight_bytes")
     if fn is None:
         return data
-    trials = []
-    for trial in request["trials"]:
-        calls = {}
-        for kind, config in trial["configs"].items():
-            model = load_fixture(trial["checkpoint"], config)
-            calls[kind] = attempt(fn, model)
-            del model
-        trials.append(calls)
-        _free()
-    data["trials"] = trials
+    data["calls"] = [attempt(fn, gpt2_config(case["config"]), bnb_config(case["quantization"]))
+                     for case in request["cases"]]
     return data
 
 
 def check_expected_weight_bytes(ns):
     check("ex5_quantized_inference", "expected_weight_bytes", ns, _expected_weight_bytes)
-
-
-def _memory_footprints(ns, request):
-    data, fn = answer(ns, "memory_footprints")
-    if fn is None:
-        return data
-    models = {name: load_fixture(request["checkpoint"], request["configs"][kind])
-              for name, kind in request["names"].items()}
-    data["call"] = attempt(fn, dict(models))
-    del models
-    _free()
-    return data
-
-
-def check_memory_footprints(ns):
-    check("ex5_quantized_inference", "memory_footprints", ns, _memory_footprints)
 
 
 # ------------------------------------------------------------------------------ measure_load_memory
@@ -402,24 +379,57 @@ def check_make_qlora_model(ns):
     check("ex5_quantized_inference", "make_qlora_model", ns, _make_qlora_model)
 
 
+def count_fixture(spec: dict):
+    """A plain torch.nn.Module of the judge's layers (spec: {"seed", "layers": [{"name", "kind", ...}]}): kinds
+    "embedding" (rows, cols), "linear" (in, out, bias), "layernorm" (width), "linear4bit" (in, out, bias,
+    quant_type, storage: the dtype the packed numbers are stored in), "linear8bit" (in, out, bias); each with
+    "trainable" for its floating-point parameters, and "tied": the name of an embedding whose matrix a linear
+    layer shares. bitsandbytes layers are quantized where the notebook computes (GPU 0 where there is one)."""
+    import bitsandbytes as bnb
+    import torch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torch.nn.Module()
+    with seeded(spec["seed"]), _quiet():
+        for layer in spec["layers"]:
+            kind = layer["kind"]
+            if kind == "embedding":
+                made = torch.nn.Embedding(layer["rows"], layer["cols"])
+            elif kind == "layernorm":
+                made = torch.nn.LayerNorm(layer["width"])
+            elif kind == "linear":
+                made = torch.nn.Linear(layer["in"], layer["out"], bias=layer["bias"])
+            elif kind == "linear4bit":
+                made = bnb.nn.Linear4bit(layer["in"], layer["out"], bias=layer["bias"], quant_type=layer["quant_type"],
+                                         compute_dtype=torch.float32, quant_storage=_dtype(layer["storage"]))
+            elif kind == "linear8bit":
+                made = bnb.nn.Linear8bitLt(layer["in"], layer["out"], bias=layer["bias"], has_fp16_weights=False)
+            else:
+                raise ValueError(f"no layer kind {kind!r}")
+            if layer.get("tied"):
+                made.weight = getattr(model, layer["tied"]).weight
+            model.add_module(layer["name"], made)
+        model = model.to(device)  # bitsandbytes quantizes its layers as they move
+        for layer in spec["layers"]:  # bitsandbytes' weights stay frozen (a tied weight is its embedding's)
+            made = getattr(model, layer["name"])
+            for name, p in made.named_parameters(recurse=False):
+                if not (name == "weight" and (layer.get("tied") or layer["kind"] in ("linear4bit", "linear8bit"))):
+                    p.requires_grad_(layer["trainable"])
+                elif layer["kind"] in ("linear4bit", "linear8bit"):
+                    p.requires_grad_(False)
+    return model
+
+
 def _count_parameters(ns, request):
     data, fn = answer(ns, "count_parameters")
     if fn is None:
         return data
-    import torch
-    small = lora_fixture(request["small"]["checkpoint"], request["small"]["quantization"], request["small"]["lora"])
-    data["small"] = attempt(fn, small)
-    del small
-    _free()
-    full = ns.get("qlora_model")
-    if isinstance(full, torch.nn.Module):
-        data["full"] = {"call": attempt(fn, full), "model": describe_model(full)}
-    else:  # no qlora_model in the notebook: a 4-bit GPT-2 with the judge's LoRA instead
-        fallback = request["fallback"]
-        model = lora_fixture(None, fallback["quantization"], fallback["lora"])
-        data["fallback"] = attempt(fn, model)
+    calls = []
+    for spec in request["models"]:
+        model = count_fixture(spec)
+        calls.append(attempt(fn, model))
         del model
-        _free()
+    _free()
+    data["calls"] = calls
     return data
 
 

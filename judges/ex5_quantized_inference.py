@@ -30,10 +30,6 @@ LOAD_BALLAST = 64 * 2**20  # memory in use before each measure_load_memory call
 LOAD_TOLERANCE = 0.10  # measure_load_memory against the grader's own fresh measurement
 PEAK_TOLERANCE = 0.10  # a student's peak may differ from the grader's own by this fraction
 PEAK_BALLAST = 256 * 2**20  # memory in use before the student's measurement (a real notebook holds models)
-# GPT-2 small, for the count of a 4-bit GPT-2 built when the notebook has no qlora_model (utils.models: the real
-# gpt2 or its offline stand-in, the same architecture either way).
-GPT2 = {"n_embd": 768, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}
-
 
 # ---------------------------------------------------------------------------------------- inputs
 def _dtype_name(ctx) -> str:
@@ -338,76 +334,139 @@ def judge_load_quantized(data, secret):
 
 
 # ----------------------------------------------------------------------------- expected_weight_bytes
-def _small_configs(ctx, skip) -> dict:
-    return {"fp32": None, "int8": _config("int8", llm_int8_skip_modules=list(skip)),
-            "nf4": _config("nf4", _dtype_name(ctx), llm_int8_skip_modules=list(skip))}
+# GPT-2 small's configuration, as GPT2Config's defaults give it (the real gpt2 and its offline stand-in alike).
+GPT2_CONFIG = {"n_embd": 768, "n_head": 12, "n_layer": 12, "vocab_size": 50257, "n_positions": 1024}
+SKIP_CHOICES = (["c_fc"], ["c_attn"], ["attn.c_proj"], ["mlp.c_proj"], ["c_proj"], ["c_attn", "mlp.c_fc"])
+
+
+def footprint(config: dict, quantization: dict = None, *, quantize=True, skip=True, n_inner=True, tie=True,
+              scales=False) -> float:
+    """get_memory_footprint() of GPT-2 of shape `config` loaded with `quantization` (keywords of a
+    BitsAndBytesConfig; None: float32), from the architecture: transformers 5 keeps everything bitsandbytes
+    does not quantize in the checkpoint's float32, GPT-2 has no buffers, a tied lm_head is wte itself, and the
+    footprint counts parameters only: the scales bitsandbytes keeps beside the weights (weight.SCB,
+    weight.quant_state) are attributes. The keywords switch off one rule each, for the messages: what a
+    prediction that misses that rule gives."""
+    e, layers, vocab = config["n_embd"], config["n_layer"], config["vocab_size"]
+    positions = config.get("n_positions", 64)
+    inner = config.get("n_inner") if n_inner else None
+    inner = inner or 4 * e
+    linears = {"attn.c_attn": (e, 3 * e), "attn.c_proj": (e, e), "mlp.c_fc": (e, inner), "mlp.c_proj": (inner, e)}
+    q = quantization if quantize else None
+    per_number = None if q is None else 1 if q.get("load_in_8bit") else 0.5
+    skipped = (q or {}).get("llm_int8_skip_modules") if skip else None
+    total = 4 * ((vocab + positions) * e + 2 * e)  # wte, wpe, ln_f
+    if config.get("tie_word_embeddings", True) != tie:
+        total += 4 * vocab * e  # an lm_head of its own (unquantized)
+    for name, (n_in, n_out) in linears.items():
+        quantized = per_number is not None and not any(name.endswith(entry) for entry in skipped or [])
+        numbers = n_in * n_out
+        total += layers * 4 * n_out  # the bias stays float32
+        total += layers * (numbers * per_number if quantized else 4 * numbers)
+        if quantized and scales:
+            total += layers * (4 * n_out if per_number == 1 else
+                               numbers / 64 + 4 * math.ceil(numbers / 64 / 256) if q.get("bnb_4bit_use_double_quant")
+                               else 4 * math.ceil(numbers / 64))
+    return total + layers * 4 * 4 * e  # ln_1 and ln_2
+
+
+def _config_words(config: dict) -> str:
+    inner = config.get("n_inner")
+    return (f"GPT2Config(n_embd={config['n_embd']}, n_layer={config['n_layer']}, vocab_size={config['vocab_size']}, "
+            f"n_positions={config.get('n_positions', 64)}, n_inner={inner}, "
+            f"tie_word_embeddings={config.get('tie_word_embeddings', True)})")
+
+
+def _quantization_words(q: dict) -> str:
+    if q is None:
+        return "None"
+    shown = []
+    for key, val in q.items():
+        shown.append(f"{key}=torch.{val}" if key == "bnb_4bit_compute_dtype" else f"{key}={val!r}")
+    return f"BitsAndBytesConfig({', '.join(shown)})"
 
 
 def ask_expected_weight_bytes(ctx):
-    seed = ctx.seed
+    """GPT-2 small in float32, 8-bit and NF4 (the lesson's own three), then small random shapes that draw every
+    rule: an MLP width of its own (n_inner), an lm_head of its own (tie_word_embeddings=False), layers kept out
+    of quantization (llm_int8_skip_modules), FP4 and NF4 with and without double quantization, every compute
+    dtype. The small ones are also loaded for real (in the reference process), so the rule is checked against
+    get_memory_footprint() on the grading machine's transformers and bitsandbytes."""
+    seed, dtype = ctx.seed, _dtype_name(ctx)
     rng = random.Random(seed)
-    trials = []
-    for trial in range(3):
-        # the first trial quantizes every block linear, as the notebook's config does; then other layers stay out
-        skip = ["lm_head"] + (rng.sample(["c_fc", "attn.c_attn", "mlp.c_proj"], rng.randint(1, 2)) if trial else [])
-        checkpoint, configs = _checkpoint(seed + trial), _small_configs(ctx, skip)
-        expected = ctx.reference(EXERCISE, "fixture_bytes", checkpoint=checkpoint, configs=configs)
-        trials.append({"checkpoint": checkpoint, "configs": configs, "skip": skip,
-                       "want": {kind: expected[kind]["weight_bytes"] for kind in configs}})
-    request = {"trials": [{"checkpoint": t["checkpoint"], "configs": t["configs"]} for t in trials]}
-    return request, {"seed": seed, "trials": trials}
+    cases = [(dict(GPT2_CONFIG), None), (dict(GPT2_CONFIG), _config("int8")),
+             (dict(GPT2_CONFIG), _config("nf4", dtype, bnb_4bit_use_double_quant=True))]
+
+    def small(n_inner: bool, tied: bool) -> dict:
+        e = 64 * rng.choice([1, 2, 3])
+        return {"n_embd": e, "n_head": rng.choice([1, 2]), "n_layer": rng.randint(1, 3),
+                "vocab_size": rng.randint(64, 512), "n_positions": rng.choice([32, 64, 128]),
+                "n_inner": 64 * rng.choice([k for k in range(1, 9) if 64 * k != 4 * e]) if n_inner else None,
+                "tie_word_embeddings": tied}
+
+    four_bit = [("nf4", True), ("nf4", False), ("fp4", True), ("fp4", False)]
+    rng.shuffle(four_bit)
+    dtypes = ["float32", "bfloat16", "float16"]
+    rng.shuffle(dtypes)
+    skips = rng.sample(SKIP_CHOICES, 2)
+    cases += [(small(True, False), _config("int8", llm_int8_skip_modules=["lm_head", *skips[0]])),
+              (small(False, True), _config(four_bit[0][0], dtypes[0], bnb_4bit_use_double_quant=four_bit[0][1],
+                                           llm_int8_skip_modules=["lm_head", *skips[1]])),
+              (small(rng.random() < 0.5, False), _config(four_bit[1][0], dtypes[1],
+                                                         bnb_4bit_use_double_quant=four_bit[1][1])),
+              (small(True, rng.random() < 0.5), None),
+              (small(False, True), _config("int8"))]
+    checked = [{"checkpoint": {**config, "seed": seed + i}, "quantization": q}
+               for i, (config, q) in enumerate(cases) if config["n_embd"] < GPT2_CONFIG["n_embd"]]
+    real = ctx.reference(EXERCISE, "config_footprints", cases=checked)
+    for case, measured in zip(checked, real):
+        config = {k: v for k, v in case["checkpoint"].items() if k != "seed"}
+        if footprint(config, case["quantization"]) != measured:
+            raise AssertionError(f"the footprint rule is out of step with this machine's libraries: "
+                                 f"{_config_words(config)} with {_quantization_words(case['quantization'])} loads "
+                                 f"with get_memory_footprint() {measured}, the rule says "
+                                 f"{footprint(config, case['quantization'])}")
+    request = {"cases": [{"config": config, "quantization": q} for config, q in cases]}
+    return request, {"seed": seed, "cases": [[config, q] for config, q in cases]}
+
+
+def _mistake(config: dict, q: dict, got: float) -> str:
+    """What a prediction of `got` most likely missed (empty where it matches no known slip)."""
+    slips = [({"quantize": False}, "ignores the quantization: a quantized layer's weight takes 1 byte (8-bit) or "
+                                   "half a byte (4-bit) per number"),
+             ({"scales": True}, "counts the scales, which the footprint leaves out: bitsandbytes keeps them as "
+                                "attributes of the weight (weight.SCB, weight.quant_state), not as parameters or "
+                                "buffers"),
+             ({"skip": False}, "ignores llm_int8_skip_modules: a layer whose name ends with one of its entries stays "
+                               "unquantized, in float32"),
+             ({"n_inner": False}, "ignores n_inner: the MLP's width is config.n_inner, and 4 x n_embd only when it is "
+                                  "None"),
+             ({"tie": False}, "gets tie_word_embeddings backwards: a tied lm_head is wte itself and counts once; an "
+                              "untied one is a float32 matrix of its own (never quantized)")]
+    for rule, words in slips:
+        if q is None and "quantize" in rule or q is None and "scales" in rule or q is None and "skip" in rule:
+            continue
+        if abs(footprint(config, q, **rule) - got) <= 1:
+            return f" That is what a prediction gives that {words}."
+    return ""
 
 
 def judge_expected_weight_bytes(data, secret):
     seed = secret["seed"]
     defined(part(data, "answer"), "expected_weight_bytes")
-    for trial, got_calls in zip(secret["trials"], items(data, "trials", len(secret["trials"]))):
-        skip, checkpoint = trial["skip"], trial["checkpoint"]
-        for kind, want in trial["want"].items():
-            what = f"expected_weight_bytes(<small GPT-2 {kind}>)"
-            got = call(part(got_calls, kind), what)
-            number = _float(got)
-            if number is None:
-                fail(f"expected_weight_bytes should return a number of bytes, got {_type_name(got)}.")
-            if not abs(number - want) <= 1:
-                left_out = f", with {skip[1:]} left unquantized" if len(skip) > 1 and kind != "fp32" else ""
-                fail(f"seed {seed}: on a small GPT-2 ({_describe(checkpoint)}) in {kind}{left_out}, expected_weight_bytes "
-                     f"should be {want:,.0f} bytes (get_memory_footprint() agrees), got {number:,.0f}. Quantized linear "
-                     "weights count 1 byte (8-bit) or 0.5 byte (4-bit) per number, everything else (embeddings, "
-                     "layer norms, biases) its own dtype's size; which layers are quantized depends on the config, "
-                     "so look at each layer's type, not its name.")
-    return (f"expected_weight_bytes matches get_memory_footprint() on random small GPT-2s in float32, 8-bit and NF4, "
-            f"with and without other layers left unquantized (seed {seed}).")
-
-
-# --------------------------------------------------------------------------------- memory_footprints
-def ask_memory_footprints(ctx):
-    seed = ctx.seed
-    checkpoint, configs = _checkpoint(seed), _small_configs(ctx, ["lm_head"])
-    names = {"fp32": "fp32", "int8": "int8", f"tiny-{seed}": "nf4"}  # a name it never saw
-    expected = ctx.reference(EXERCISE, "fixture_bytes", checkpoint=checkpoint, configs=configs)
-    want = {name: expected[kind]["footprint"] for name, kind in names.items()}
-    return ({"checkpoint": checkpoint, "configs": configs, "names": names},
-            {"seed": seed, "checkpoint": checkpoint, "want": want})
-
-
-def judge_memory_footprints(data, secret):
-    seed, want = secret["seed"], secret["want"]
-    defined(part(data, "answer"), "memory_footprints")
-    label = (f"memory_footprints({{{', '.join(map(repr, want))}}}: a small GPT-2, "
-             f"{_describe(secret['checkpoint'])})")
-    got = call(part(data, "call"), label)
-    if not isinstance(got, dict):
-        fail(f"memory_footprints should return a dict (name -> bytes), got {_type_name(got)}.")
-    for name, footprint in want.items():
-        if name not in got:
-            fail(f"seed {seed}: {label} has no entry {name!r}: keep the names of the dict you are given.")
-        number = _float(got[name])
-        if number is None or not abs(number - footprint) <= 1:
-            fail(f"seed {seed}: {label}[{name!r}] should be {footprint:,} bytes (model.get_memory_footprint()), got "
-                 f"{got[name]!r}. Compute from the models, do not type numbers in.")
-    return (f"memory_footprints: bytes as get_memory_footprint() reports them, for a random small GPT-2 in float32, "
-            f"8-bit and NF4, under names it had not seen (seed {seed}).")
+    for (config, q), record in zip(secret["cases"], items(data, "calls", len(secret["cases"]))):
+        what = f"expected_weight_bytes({_config_words(config)}, {_quantization_words(q)})"
+        got = call(record, what)
+        number = _float(got)
+        if number is None or not math.isfinite(number):
+            fail(f"expected_weight_bytes should return a number of bytes, got {_type_name(got)}.")
+        want = footprint(config, q)
+        if not abs(number - want) <= 1:
+            fail(f"seed {seed}: {what} gave {number:,.0f} bytes; loaded, that model's get_memory_footprint() is "
+                 f"{want:,.0f}.{_mistake(config, q, number)}")
+    return (f"expected_weight_bytes predicts get_memory_footprint() from the configurations alone: GPT-2 in float32, "
+            f"8-bit and NF4, and random shapes with their own MLP width, an untied lm_head, layers kept out of "
+            f"quantization, FP4 and NF4 with and without double quantization (seed {seed}).")
 
 
 # ------------------------------------------------------------------------------ measure_load_memory
@@ -438,7 +497,7 @@ def judge_measure_load_memory(data, secret):
     for (name, label), record in zip(secret["cases"], items(data, "calls", len(secret["cases"]))):
         measured[name] = _measured(record, label)
     for name in measured:
-        low, high = 0.97 * expected[name], 1.12 * expected[name]  # NF4 adds a float32 scale per 64 weights (+3%)
+        low, high = 0.97 * expected[name], 1.12 * expected[name]  # scales: under 3% of the footprint
         if not low <= measured[name] <= high:
             fail(f"measure_load_memory for {name} gave {measured[name] / 1e6:,.1f} MB; from the architecture the "
                  f"loaded weights take {expected[name] / 1e6:,.1f} MB (expected {low / 1e6:,.1f} to {high / 1e6:,.1f}). "
@@ -561,77 +620,126 @@ def judge_make_qlora_model(data, secret):
 
 
 def _lora(r: int, targets: list) -> dict:
-    """LoRA for the models count_parameters counts: no dropout, no task type, no k-bit preparation (not QLoRA's
-    recipe, which is make_qlora_model's answer: only the counting is graded here)."""
+    """LoRA for the stand-ins of qlora_step_peak: no dropout, no task type, no k-bit preparation."""
     return {"r": r, "lora_alpha": 2 * r, "target_modules": list(targets), "lora_dropout": 0.0, "bias": "none"}
+
+
+def _count_model(rng, seed: int, odd: bool, storage: str) -> dict:
+    """A plain module (graders/ex5_quantized_inference.py count_fixture) with every trap of the count: a 4-bit
+    layer whose numbers fill its last byte halfway (`odd`), one whose packed numbers are stored as `storage`
+    (each element then holds 2 x its bytes numbers), an 8-bit layer, frozen and trainable float layers, and a
+    head tied to the embedding (one parameter, counted once)."""
+    e = 32 * rng.choice([1, 2, 3])
+    vocab, r = rng.randint(50, 300), rng.choice([2, 4, 8])
+    n_in, n_out = (e + 1, 2 * e + 1) if odd else (e, 2 * e)
+    middle = [
+        {"name": "packed", "kind": "linear4bit", "in": n_in, "out": n_out, "bias": True,
+         "quant_type": rng.choice(["nf4", "fp4"]), "storage": "uint8", "trainable": rng.random() < 0.5},
+        {"name": "stored", "kind": "linear4bit", "in": 2 * e, "out": e, "bias": rng.random() < 0.5,
+         "quant_type": "nf4", "storage": storage, "trainable": True},
+        {"name": "int8", "kind": "linear8bit", "in": e, "out": e, "bias": True, "trainable": False},
+        {"name": "lora_A", "kind": "linear", "in": e, "out": r, "bias": False, "trainable": True},
+        {"name": "lora_B", "kind": "linear", "in": r, "out": e, "bias": False, "trainable": True},
+        {"name": "frozen", "kind": "linear", "in": e, "out": e, "bias": True, "trainable": False},
+        {"name": "norm", "kind": "layernorm", "width": e, "trainable": rng.random() < 0.5},
+    ]
+    rng.shuffle(middle)
+    embed = {"name": "embed", "kind": "embedding", "rows": vocab, "cols": e, "trainable": rng.random() < 0.5}
+    head = {"name": "head", "kind": "linear", "in": e, "out": vocab, "bias": False, "trainable": True, "tied": "embed"}
+    return {"seed": seed, "layers": [embed, *middle, head]}
+
+
+def count_of(spec: dict) -> dict:
+    """(trainable, total) numbers of count_fixture(spec), from the layers' shapes, and what numel() adds up to;
+    bitsandbytes' weights are frozen, a tied matrix is one parameter."""
+    trainable = total = numel = 0
+    for layer in spec["layers"]:
+        kind, grad = layer["kind"], layer["trainable"]
+        if layer.get("tied"):
+            continue
+        if kind == "embedding":
+            shapes = [(layer["rows"] * layer["cols"], grad, layer["rows"] * layer["cols"])]
+        elif kind == "layernorm":
+            shapes = [(layer["width"], grad, layer["width"])] * 2
+        else:
+            numbers = layer["in"] * layer["out"]
+            if kind == "linear4bit":
+                per_element = 2 * {"uint8": 1, "bfloat16": 2, "float16": 2, "float32": 4}[layer["storage"]]
+                stored = math.ceil(math.ceil(numbers / 2) / (per_element // 2))
+                shapes = [(numbers, False, stored)]
+            elif kind == "linear8bit":
+                shapes = [(numbers, False, numbers)]
+            else:
+                shapes = [(numbers, grad, numbers)]
+            if layer["bias"]:
+                shapes.append((layer["out"], grad, layer["out"]))
+        for n, g, stored in shapes:
+            total += n
+            numel += stored
+            trainable += n if g else 0
+    return {"trainable": trainable, "total": total, "numel": numel}
 
 
 def ask_count_parameters(ctx):
     seed = ctx.seed
     rng = random.Random(seed)
-    checkpoint = _checkpoint(seed)
-    r = rng.choice([2, 4, 16])
-    targets = rng.choice([["c_attn"], ["c_fc", "mlp.c_proj"], ["attn.c_proj"], ["c_attn", "c_fc"]])
-    quantization = _config("nf4", _dtype_name(ctx))
-    small = {"checkpoint": checkpoint, "quantization": quantization, "lora": _lora(r, targets)}
-    want = ctx.reference(EXERCISE, "lora_counts", **small)
-    fallback = {"quantization": quantization, "lora": _lora(4, ["c_fc"])}
-    return ({"small": small, "fallback": fallback},
-            {"seed": seed, "r": r, "targets": targets, "want": [want["trainable"], want["total"], want["numel"]],
-             "fallback": {"r": 4, "targets": ["c_fc"]}})
+    storages = ["bfloat16", "float32"]
+    rng.shuffle(storages)
+    models = [_count_model(rng, seed, odd=True, storage=storages[0]),
+              _count_model(rng, seed + 1, odd=rng.random() < 0.5, storage=storages[1])]
+    return {"models": models}, {"seed": seed, "models": models}
 
 
-def _gpt2_lora_counts(r: int, targets: list) -> tuple:
-    """(trainable, total, numel) of GPT-2 small in 4 bits with LoRA r on `targets`, from its architecture (the
-    collector builds that model only when the notebook has no qlora_model; this spares building it again)."""
-    e, layers = GPT2["n_embd"], GPT2["n_layer"]
-    shapes = {"attn.c_attn": (e, 3 * e), "attn.c_proj": (e, e), "mlp.c_fc": (e, 4 * e), "mlp.c_proj": (4 * e, e)}
-    per_block = sum(n_in * n_out + n_out for n_in, n_out in shapes.values()) + 4 * e  # linears, biases, 2 layer norms
-    base = (GPT2["vocab_size"] + GPT2["n_positions"]) * e + layers * per_block + 2 * e  # embeddings, blocks, ln_f
-    quantized = layers * sum(n_in * n_out for n_in, n_out in shapes.values())
-    hit = [name for name in shapes if any(name == t or name.endswith("." + t) for t in targets)]
-    adapters = layers * sum(r * (shapes[name][0] + shapes[name][1]) for name in hit)
-    return adapters, base + adapters, base + adapters - quantized // 2
-
-
-def _compare_counts(record, want: tuple, label: str) -> tuple:
-    what = f"count_parameters({label})"
-    got = call(record, what)
-    numbers = [_float(x) for x in got] if isinstance(got, (tuple, list)) and len(got) == 2 else None
-    if numbers is None or any(n is None or not math.isfinite(n) for n in numbers):
-        fail(f"{what} should return two numbers (trainable, total), got {got!r}.")
-    got = [int(round(n)) for n in numbers]
-    trainable, total, numel_total = want
-    if got[0] != trainable:
-        hint = (" That is every parameter: count only those with requires_grad." if got[0] in (total, numel_total)
-                else " Count the numbers in parameters whose requires_grad is True.")
-        fail(f"{what} gave {got[0]:,} trainable, expected {trainable:,}.{hint}")
-    if got[1] != total:
-        hint = (" That adds up numel(), but a packed 4-bit weight's numel() counts bytes holding two numbers each: "
-                "count each 4-bit layer's weight as in_features x out_features." if got[1] == numel_total else "")
-        fail(f"{what} gave {got[1]:,} in total, expected {total:,}.{hint}")
-    return trainable, total
+def _layers_words(spec: dict) -> str:
+    words = []
+    for layer in spec["layers"]:
+        kind = layer["kind"]
+        if kind == "embedding":
+            shape = f"Embedding({layer['rows']}, {layer['cols']})"
+        elif kind == "layernorm":
+            shape = f"LayerNorm({layer['width']})"
+        elif kind == "linear4bit":
+            shape = (f"Linear4bit({layer['in']}, {layer['out']}, bias={layer['bias']}, "
+                     f"quant_storage=torch.{layer['storage']})")
+        elif kind == "linear8bit":
+            shape = f"Linear8bitLt({layer['in']}, {layer['out']})"
+        else:
+            shape = f"Linear({layer['in']}, {layer['out']}, bias={layer['bias']})"
+        grad = "trainable" if layer["trainable"] else "frozen"
+        state = (f"weight tied to {layer['tied']}" if layer.get("tied") else
+                 (f"weight frozen, bias {grad}" if layer["bias"] else "weight frozen")
+                 if kind in ("linear4bit", "linear8bit") else grad)
+        words.append(f"{layer['name']}={shape} ({state})")
+    return "; ".join(words)
 
 
 def judge_count_parameters(data, secret):
-    seed, r, targets = secret["seed"], secret["r"], secret["targets"]
+    seed = secret["seed"]
     defined(part(data, "answer"), "count_parameters")
-    _compare_counts(part(data, "small"), tuple(secret["want"]), f"<small 4-bit GPT-2 with LoRA r={r} on {targets}, "
-                                                                f"seed {seed}>")
-    if "full" in data:
-        full = _dict(data, "full")
-        # The notebook's own qlora_model cannot be rebuilt here: what it should count is judged from the structure
-        # the collector reported (its 4-bit layers' shapes, each parameter's numel and requires_grad).
-        trainable, total = _compare_counts(part(full, "call"), _counts(_Model(part(full, "model"))), "qlora_model")
-        where = "on qlora_model"
-    else:
-        fallback = secret["fallback"]
-        r, targets = fallback["r"], fallback["targets"]
-        label = f"<GPT-2 in 4 bits with LoRA r={r} on {targets}: no qlora_model in the notebook>"
-        trainable, total = _compare_counts(part(data, "fallback"), _gpt2_lora_counts(r, targets), label)
-        where = "on a 4-bit GPT-2 with LoRA (the notebook has no qlora_model)"
-    return (f"count_parameters: {trainable:,} of {total:,} {where} (4-bit weights counted as numbers), "
-            f"and on a small 4-bit LoRA model it never saw (seed {seed}).")
+    for spec, record in zip(secret["models"], items(data, "calls", len(secret["models"]))):
+        what = f"count_parameters(<a plain torch module: {_layers_words(spec)}>)"
+        got = call(record, f"seed {seed}: {what}")
+        numbers = [_float(x) for x in got] if isinstance(got, (tuple, list)) and len(got) == 2 else None
+        if numbers is None or any(n is None or not math.isfinite(n) for n in numbers):
+            fail(f"seed {seed}: {what} should return two numbers (trainable, total), got {got!r}.")
+        trainable, total = (int(round(n)) for n in numbers)
+        want = count_of(spec)
+        if trainable != want["trainable"]:
+            hint = (" That is every parameter: count only those with requires_grad."
+                    if trainable in (want["total"], want["numel"]) else
+                    " Count the numbers in the parameters whose requires_grad is True (each once: a tied matrix is one "
+                    "parameter).")
+            fail(f"seed {seed}: {what} gave {trainable:,} trainable, expected {want['trainable']:,}.{hint}")
+        if total != want["total"]:
+            hint = (" That adds up numel(), but a packed 4-bit weight's numel() counts storage elements, each holding "
+                    "several numbers: count each 4-bit layer's weight as in_features x out_features."
+                    if total == want["numel"] else
+                    " Each parameter once (model.parameters() lists a tied matrix once); a 4-bit layer's weight as "
+                    "in_features x out_features numbers, whatever dtype stores them (numel() x 2 is off when "
+                    "quant_storage is not uint8, and by one when the numbers fill the last byte halfway).")
+            fail(f"seed {seed}: {what} gave {total:,} in total, expected {want['total']:,}.{hint}")
+    return (f"count_parameters: trainable and total numbers of plain torch modules with 4-bit layers (packed in "
+            f"uint8, bfloat16 and float32), an 8-bit layer, frozen, trainable and tied parameters (seed {seed}).")
 
 
 def ask_qlora_step_peak(ctx):
@@ -688,19 +796,6 @@ def expected_weight_bytes(model) -> float:
         if id(tensor) not in skip:
             total += tensor.numel() * tensor.element_size()
     return total
-
-
-def count_parameters(model) -> tuple:
-    """(trainable, total) numbers in `model`'s parameters, a packed 4-bit weight counted as in x out numbers."""
-    import bitsandbytes as bnb
-    numbers = {id(m.weight): m.in_features * m.out_features
-               for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
-    trainable = total = 0
-    for p in model.parameters():
-        n = numbers.get(id(p), p.numel())
-        total += n
-        trainable += n if p.requires_grad else 0
-    return trainable, total
 
 
 def qlora_model(source=None, r=8, target_modules=("c_attn", "c_proj")):
@@ -762,12 +857,16 @@ def reference_fixture_bytes(checkpoint, configs) -> dict:
     return out
 
 
-def reference_lora_counts(checkpoint, quantization, lora) -> dict:
-    """(trainable, total, numel) of the collector's count fixture: a small 4-bit GPT-2 with LoRA put on."""
-    from graders.ex5_quantized_inference import lora_fixture
-    model = lora_fixture(checkpoint, quantization, lora)
-    trainable, total = count_parameters(model)
-    return {"trainable": trainable, "total": total, "numel": sum(p.numel() for p in model.parameters())}
+def reference_config_footprints(cases) -> list:
+    """get_memory_footprint() of each case's small GPT-2 (cases: [{"checkpoint": the collector's small checkpoint
+    spec, "quantization": keywords or None}]), loaded for real: what the footprint rule is checked against."""
+    from graders.ex5_quantized_inference import load_fixture
+    out = []
+    for case in cases:
+        model = load_fixture(case["checkpoint"], case["quantization"])
+        out.append(model.get_memory_footprint())
+        del model
+    return out
 
 
 _warm = set()  # the measurements this process has run once: what CUDA sets up on first use is no longer counted

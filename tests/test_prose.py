@@ -22,6 +22,26 @@ GIVEN = {
         "2021": "LoRA's year (Hu et al.)", "2022": "LLM.int8()'s year (Dettmers et al.)",
         "2023": "QLoRA's year (Dettmers et al.)", "2106.09685": "LoRA's arXiv number",
     },
+    "ex1_memory": {
+        "124": "GPT-2 small's name: the 124M model",
+        "127": "int8's largest value, 2**7 - 1",
+        "1,073,741,824": "one GiB: 2**30 bytes, by definition",
+        "16": "a T4's memory on paper: 16 GB (NVIDIA's T4 datasheet)",
+        "48": "the QLoRA paper finetunes a 65B model on one 48 GB GPU (Dettmers et al., 2023, arXiv 2305.14314)",
+        "109": "the lecture's r=32 adapter file, adapter_model.safetensors: about 109 MB (seed 004, lecture notes)",
+    },
+    "ex2_quantization": {
+        "589,824": "GPT-2 small's query block, 768 x 768 weights",
+    },
+    "ex3_lora_from_scratch": {
+        "10,000": "LoRA (Hu et al., 2021, abstract): 10,000 times fewer trainable parameters than full finetuning "
+                  "of GPT-3 175B (../shared/SPEC.md)",
+        "124,439,808": "GPT-2 small's parameter count, tied embeddings counted once (GPT2LMHeadModel's "
+                       "sum of p.numel(); judges/ex3_lora_from_scratch.py GPT2_SMALL_PARAMS)",
+    },
+    "ex5_quantized_inference": {
+        "2024": "DoRA's year (Liu et al., 2024, arXiv 2402.09353)",
+    },
 }
 
 # A figure: digits (with , _ or . inside), not glued to letters or hyphens, which make names: GPT-2, T4,

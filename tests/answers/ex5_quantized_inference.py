@@ -48,49 +48,52 @@ def load_quantized(config=None):
 '''),
     ],
     "expected_weight_bytes": [
-        ("embeddings quantized too: every number at the quantized width", '''
-def expected_weight_bytes(model):
-    kinds = {type(m) for m in model.modules()}
-    bytes_per_number = 1 if bnb.nn.Linear8bitLt in kinds else 0.5 if bnb.nn.Linear4bit in kinds else 4
-    numbers = sum(m.in_features * m.out_features for m in model.modules()
-                  if isinstance(m, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit)))
-    numbers += sum(p.numel() for p in model.parameters() if p.dtype.is_floating_point)
-    return numbers * bytes_per_number
+        ("the library's footprint of the float32 model built from the config: quantization ignored", '''
+def expected_weight_bytes(config, quantization=None):
+    with torch.device("meta"):  # the shapes without the memory
+        return GPT2LMHeadModel(config).get_memory_footprint()
 '''),
-        ("biases forgotten: only tensors called weight", '''
-def expected_weight_bytes(model):
-    total = 0
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear8bitLt):
-            total += module.in_features * module.out_features
-        elif isinstance(module, bnb.nn.Linear4bit):
-            total += module.in_features * module.out_features / 2
-    for name, p in model.named_parameters():
-        if name.endswith("weight") and p.dtype.is_floating_point:
-            total += p.numel() * p.element_size()
-    return total
-'''),
-        ("packed 4-bit numel() taken as numbers, then halved again", '''
-def expected_weight_bytes(model):
-    total = 0
-    for p in model.parameters():
-        if p.dtype == torch.int8:
-            total += p.numel()
-        elif p.dtype == torch.uint8:
-            total += p.numel() * 0.5
+        ("the scales counted too (one float32 per row in 8-bit, per block of 64 in 4-bit)", '''
+def expected_weight_bytes(config, quantization=None):
+    e, mlp = config.n_embd, config.n_inner or 4 * config.n_embd
+    shapes = {"c_attn": (e, 3 * e), "attn.c_proj": (e, e), "c_fc": (e, mlp), "mlp.c_proj": (mlp, e)}
+    skip = getattr(quantization, "llm_int8_skip_modules", None) or []
+    total = 4 * ((config.vocab_size + config.n_positions) * e + 2 * e + config.n_layer * 4 * e)
+    total += 0 if config.tie_word_embeddings else 4 * config.vocab_size * e
+    for name, (n_in, n_out) in shapes.items():
+        total += 4 * config.n_layer * n_out
+        if quantization is None or any(name.endswith(s) or s.endswith(name) for s in skip):
+            total += 4 * config.n_layer * n_in * n_out
+        elif quantization.load_in_8bit:
+            total += config.n_layer * (n_in * n_out + 4 * n_out)
         else:
-            total += p.numel() * p.element_size()
+            total += config.n_layer * (n_in * n_out / 2 + 4 * n_in * n_out / 64)
     return total
 '''),
-    ],
-    "memory_footprints": [
-        ("numbers typed in from the printout", '''
-def memory_footprints(models):
-    return {"fp32": 497_759_232, "int8": 242_955_264, "nf4": 200_487_936}
+        ("GPT-2's own MLP width and tied lm_head assumed: n_inner and tie_word_embeddings ignored", '''
+def expected_weight_bytes(config, quantization=None):
+    e, layers = config.n_embd, config.n_layer
+    linear = layers * (3 * e * e + e * e + 4 * e * e + 4 * e * e)
+    biases = layers * (3 * e + e + 4 * e + e)
+    other = (config.vocab_size + config.n_positions) * e + layers * 4 * e + 2 * e + biases
+    if quantization is None:
+        return 4 * (linear + other)
+    skip = quantization.llm_int8_skip_modules or []
+    kept = sum(layers * n for name, n in [("c_attn", 3 * e * e), ("attn.c_proj", e * e), ("c_fc", 4 * e * e),
+                                          ("mlp.c_proj", 4 * e * e)] if any(name.endswith(s) or s.endswith(name) for s in skip))
+    per = 1 if quantization.load_in_8bit else 0.5
+    return 4 * (other + kept) + per * (linear - kept)
 '''),
-        ("parameter counts instead of bytes", '''
-def memory_footprints(models):
-    return {name: net.num_parameters() for name, net in models.items()}
+        ("llm_int8_skip_modules ignored: every block linear quantized", '''
+def expected_weight_bytes(config, quantization=None):
+    e, mlp, layers = config.n_embd, config.n_inner or 4 * config.n_embd, config.n_layer
+    linear = layers * (3 * e * e + e * e + 2 * e * mlp)
+    other = (config.vocab_size + config.n_positions) * e + layers * (4 * e + 3 * e + e + mlp + e) + 2 * e
+    if not config.tie_word_embeddings:
+        other += config.vocab_size * e
+    if quantization is None:
+        return 4 * (linear + other)
+    return 4 * other + linear * (1 if quantization.load_in_8bit else 0.5)
 '''),
     ],
     "measure_load_memory": [  # graded on a GPU only
@@ -152,17 +155,40 @@ def make_qlora_model(checkpoint=GPT2):
 """),
     ],
     "count_parameters": [
-        ("every parameter counted as trainable", """
+        ("PEFT's count: a method plain modules do not have", """
 def count_parameters(model):
-    numbers = {id(m.weight): m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
-    total = sum(numbers.get(id(p), p.numel()) for p in model.parameters())
-    return total, total
+    return tuple(model.get_nb_trainable_parameters())
 """),
         ("numel() of the packed 4-bit weights taken as their number of weights", """
 def count_parameters(model):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+"""),
+        ("numel() doubled for uint8 weights: wrong for other storage dtypes and half-empty last bytes", """
+def count_parameters(model):
+    trainable = total = 0
+    for p in model.parameters():
+        n = 2 * p.numel() if p.dtype == torch.uint8 else p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+"""),
+        ("layers' weights summed module by module: a tied matrix counted twice", """
+def count_parameters(model):
+    trainable = total = 0
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            n = m.in_features * m.out_features if isinstance(m, bnb.nn.Linear4bit) and p is m.weight else p.numel()
+            total += n
+            trainable += n if p.requires_grad else 0
+    return trainable, total
+"""),
+        ("every parameter counted as trainable", """
+def count_parameters(model):
+    numbers = {id(m.weight): m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
+    total = sum(numbers.get(id(p), p.numel()) for p in model.parameters())
+    return total, total
 """),
     ],
     "qlora_step_peak": [  # graded on a GPU only
@@ -225,19 +251,24 @@ def load_quantized(config=None):
     return AutoModelForCausalLM.from_pretrained(gpt2_source(), quantization_config=config, device_map=where)
 ''',
     "expected_weight_bytes": '''
-def expected_weight_bytes(model):
-    bits = {bnb.nn.Linear8bitLt: 8, bnb.nn.Linear4bit: 4}
-    quantized = {id(m.weight): m.in_features * m.out_features * bits[type(m)] / 8
-                 for m in model.modules() if type(m) in bits}
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(quantized.get(key, t.numel() * t.element_size()) for key, t in tensors.items())
-''',
-    "memory_footprints": '''
-from utils import parameter_bytes
-
-
-def memory_footprints(models):
-    return {name: parameter_bytes(net) for name, net in models.items()}  # parameters and buffers, as stored
+def expected_weight_bytes(config, quantization=None):
+    # count numbers by storage: float32 (4 bytes), int8 (1 byte), packed 4-bit (two numbers a byte)
+    width, inner = config.n_embd, config.n_inner if config.n_inner is not None else 4 * config.n_embd
+    blocks = {"c_attn": width * 3 * width, "attn.c_proj": width * width, "mlp.c_fc": width * inner,
+              "mlp.c_proj": inner * width}
+    out_widths = 3 * width + width + inner + width
+    float32 = config.vocab_size * width + config.n_positions * width + 2 * width
+    float32 += config.n_layer * (out_widths + 4 * width)
+    if config.tie_word_embeddings is False:
+        float32 += config.vocab_size * width
+    low_bits = 0
+    skip = tuple(getattr(quantization, "llm_int8_skip_modules", None) or ())
+    for name, numbers in blocks.items():
+        if quantization is not None and not name.endswith(skip):
+            low_bits += config.n_layer * numbers * (8 if quantization.load_in_8bit else 4)
+        else:
+            float32 += config.n_layer * numbers
+    return float32 * 4 + low_bits // 8
 ''',
     "measure_load_memory": '''
 def measure_load_memory(config=None):
@@ -265,7 +296,13 @@ def make_qlora_model(checkpoint=GPT2):
 """,
     "count_parameters": """
 def count_parameters(model):
-    trainable, total = model.get_nb_trainable_parameters()  # PEFT unpacks 4-bit weights itself
+    trainable = total = 0
+    for p in model.parameters():
+        # a bitsandbytes 4-bit weight keeps the shape it packs in its quant_state
+        n = p.quant_state.shape.numel() if isinstance(p, bnb.nn.Params4bit) else p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
     return trainable, total
 """,
     "qlora_step_peak": """
