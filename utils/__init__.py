@@ -9,6 +9,9 @@ from utils.plotting import use_course_style
 from utils.prose import say
 from utils.selfcheck import expect, expect_close, reveal
 from utils.runtime import training_steps
+from utils.quiet import quiet_harmless_messages
+
+quiet_harmless_messages()
 
 __all__ = [
     "describe_device", "pick_compute_dtype", "pick_device", "require_cuda", "supports_bf16",
