@@ -340,13 +340,16 @@ SKIP_CHOICES = (["c_fc"], ["c_attn"], ["attn.c_proj"], ["mlp.c_proj"], ["c_proj"
 
 
 def footprint(config: dict, quantization: dict = None, *, quantize=True, skip=True, n_inner=True, tie=True,
-              scales=False) -> float:
+              scales=False, head=True) -> float:
     """get_memory_footprint() of GPT-2 of shape `config` loaded with `quantization` (keywords of a
     BitsAndBytesConfig; None: float32), from the architecture: transformers 5 keeps everything bitsandbytes
     does not quantize in the checkpoint's float32, GPT-2 has no buffers, a tied lm_head is wte itself, and the
     footprint counts parameters only: the scales bitsandbytes keeps beside the weights (weight.SCB,
-    weight.quant_state) are attributes. The keywords switch off one rule each, for the messages: what a
-    prediction that misses that rule gives."""
+    weight.quant_state) are attributes. An untied lm_head stays float32 when llm_int8_skip_modules is None
+    (transformers then skips the output embedding by default) or names it; an explicit list replaces that
+    default, so a list without it quantizes lm_head like the blocks' linears. The keywords switch off one rule
+    each, for the messages: what a prediction that misses that rule gives (head=False: an untied lm_head never
+    quantized)."""
     e, layers, vocab = config["n_embd"], config["n_layer"], config["vocab_size"]
     positions = config.get("n_positions", 64)
     inner = config.get("n_inner") if n_inner else None
@@ -356,8 +359,10 @@ def footprint(config: dict, quantization: dict = None, *, quantize=True, skip=Tr
     per_number = None if q is None else 1 if q.get("load_in_8bit") else 0.5
     skipped = (q or {}).get("llm_int8_skip_modules") if skip else None
     total = 4 * ((vocab + positions) * e + 2 * e)  # wte, wpe, ln_f
-    if config.get("tie_word_embeddings", True) != tie:
-        total += 4 * vocab * e  # an lm_head of its own (unquantized)
+    if config.get("tie_word_embeddings", True) != tie:  # an lm_head of its own (no bias)
+        head_quantized = (head and per_number is not None and skipped is not None
+                          and not any("lm_head".endswith(entry) for entry in skipped))
+        total += vocab * e * (per_number if head_quantized else 4)
     for name, (n_in, n_out) in linears.items():
         quantized = per_number is not None and not any(name.endswith(entry) for entry in skipped or [])
         numbers = n_in * n_out
@@ -414,6 +419,11 @@ def ask_expected_weight_bytes(ctx):
                                            llm_int8_skip_modules=["lm_head", *skips[1]])),
               (small(rng.random() < 0.5, False), _config(four_bit[1][0], dtypes[1],
                                                          bnb_4bit_use_double_quant=four_bit[1][1])),
+              # an untied lm_head with a skip list that leaves it out: quantized like the blocks' linears
+              (small(rng.random() < 0.5, False),
+               _config("int8", llm_int8_skip_modules=list(skips[0])) if rng.random() < 0.5 else
+               _config(four_bit[2][0], dtypes[2], bnb_4bit_use_double_quant=four_bit[2][1],
+                       llm_int8_skip_modules=list(skips[1]))),
               (small(True, rng.random() < 0.5), None),
               (small(False, True), _config("int8"))]
     checked = [{"checkpoint": {**config, "seed": seed + i}, "quantization": q}
@@ -441,10 +451,13 @@ def _mistake(config: dict, q: dict, got: float) -> str:
                                "unquantized, in float32"),
              ({"n_inner": False}, "ignores n_inner: the MLP's width is config.n_inner, and 4 x n_embd only when it is "
                                   "None"),
+             ({"head": False}, "keeps an untied lm_head in float32 under an explicit llm_int8_skip_modules that "
+                               "does not name it: transformers skips lm_head by default only when that list is None; "
+                               "a list of your own replaces the default, so lm_head is quantized"),
              ({"tie": False}, "gets tie_word_embeddings backwards: a tied lm_head is wte itself and counts once; an "
-                              "untied one is a float32 matrix of its own (never quantized)")]
+                              "untied one is a matrix of its own")]
     for rule, words in slips:
-        if q is None and "quantize" in rule or q is None and "scales" in rule or q is None and "skip" in rule:
+        if q is None and any(key in rule for key in ("quantize", "scales", "skip", "head")):
             continue
         if abs(footprint(config, q, **rule) - got) <= 1:
             return f" That is what a prediction gives that {words}."
@@ -465,7 +478,8 @@ def judge_expected_weight_bytes(data, secret):
             fail(f"seed {seed}: {what} gave {number:,.0f} bytes; loaded, that model's get_memory_footprint() is "
                  f"{want:,.0f}.{_mistake(config, q, number)}")
     return (f"expected_weight_bytes predicts get_memory_footprint() from the configurations alone: GPT-2 in float32, "
-            f"8-bit and NF4, and random shapes with their own MLP width, an untied lm_head, layers kept out of "
+            f"8-bit and NF4, and random shapes with their own MLP width, an untied lm_head (quantized when a skip "
+            f"list leaves it out), layers kept out of "
             f"quantization, FP4 and NF4 with and without double quantization (seed {seed}).")
 
 

@@ -95,6 +95,21 @@ def expected_weight_bytes(config, quantization=None):
         return 4 * (linear + other)
     return 4 * other + linear * (1 if quantization.load_in_8bit else 0.5)
 '''),
+        ("an untied lm_head always kept in float32, even under a skip list that leaves it out", '''
+def expected_weight_bytes(config, quantization=None):
+    e, mlp, layers = config.n_embd, config.n_inner or 4 * config.n_embd, config.n_layer
+    shapes = {"attn.c_attn": (e, 3 * e), "attn.c_proj": (e, e), "mlp.c_fc": (e, mlp), "mlp.c_proj": (mlp, e)}
+    skip = (quantization.llm_int8_skip_modules if quantization is not None else None) or []
+    total = 4 * ((config.vocab_size + config.n_positions) * e + 2 * e + layers * 4 * e)
+    total += 0 if config.tie_word_embeddings else 4 * config.vocab_size * e
+    for name, (n_in, n_out) in shapes.items():
+        total += 4 * layers * n_out
+        if quantization is None or any(name.endswith(s) for s in skip):
+            total += 4 * layers * n_in * n_out
+        else:
+            total += layers * n_in * n_out * (1 if quantization.load_in_8bit else 0.5)
+    return total
+'''),
     ],
     "measure_load_memory": [  # graded on a GPU only
         ("absolute memory_allocated() after loading, not what the load added", '''
@@ -259,10 +274,14 @@ def expected_weight_bytes(config, quantization=None):
     out_widths = 3 * width + width + inner + width
     float32 = config.vocab_size * width + config.n_positions * width + 2 * width
     float32 += config.n_layer * (out_widths + 4 * width)
-    if config.tie_word_embeddings is False:
-        float32 += config.vocab_size * width
     low_bits = 0
     skip = tuple(getattr(quantization, "llm_int8_skip_modules", None) or ())
+    if config.tie_word_embeddings is False:  # transformers' default skip of lm_head applies only to a None list
+        own_list = quantization is not None and quantization.llm_int8_skip_modules is not None
+        if own_list and not "lm_head".endswith(skip):
+            low_bits += config.vocab_size * width * (8 if quantization.load_in_8bit else 4)
+        else:
+            float32 += config.vocab_size * width
     for name, numbers in blocks.items():
         if quantization is not None and not name.endswith(skip):
             low_bits += config.n_layer * numbers * (8 if quantization.load_in_8bit else 4)
