@@ -40,3 +40,15 @@ def test_release_holds_no_solutions_or_hidden_tests(assignment):
     # (later cells call the student's functions instead).
     leaked = sorted({ln for ln in _answer_lines(assignment) if ln in everything})
     assert not leaked, f"answer lines visible to students outside their answer cells: {leaked}"
+
+
+def test_a_notebook_saved_by_jupyter_reads_like_one_edited_here(tmp_path):
+    """Jupyter writes each cell's source as a list of lines; read_notebook joins them, as nbformat does."""
+    import json
+    nb = read_notebook(notebook_path("ex1_memory"))
+    as_lines = json.loads(json.dumps(nb))
+    for cell in as_lines["cells"]:
+        cell["source"] = cell["source"].splitlines(keepends=True)
+    path = tmp_path / "saved.ipynb"
+    path.write_text(json.dumps(as_lines, indent=1))
+    assert read_notebook(path) == nb

@@ -63,7 +63,13 @@ def setup_cells(assignment: str, repo: str = PLACEHOLDER_REPO, branch: str = "ma
 
 
 def read_notebook(path) -> dict:
-    return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    """A notebook as a dict, each cell's source one string: Jupyter saves sources as lists of lines (nbformat
+    allows both), and a source notebook saved from its Create Assignment toolbar must read like one edited here."""
+    nb = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+    return nb
 
 
 def grade_cells(nb: dict) -> dict:
