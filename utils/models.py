@@ -61,20 +61,30 @@ def gpt2_source() -> str:
     return str(path)
 
 
-def load_gpt2(**kwargs):
-    """`AutoModelForCausalLM.from_pretrained(gpt2_source(), **kwargs)`, quietly."""
+def _model(source, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained(source, **kwargs)`, quietly."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
     logging.disable_progress_bar()
-    return AutoModelForCausalLM.from_pretrained(gpt2_source(), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+
+
+def _tokenizer(source):
+    """The tokenizer at `source`, with the end-of-text token doubling as padding."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_gpt2(**kwargs):
+    """`AutoModelForCausalLM.from_pretrained(gpt2_source(), **kwargs)`, quietly."""
+    return _model(gpt2_source(), **kwargs)
 
 
 def load_tokenizer():
     """GPT-2's tokenizer (or the stand-in's), with the end-of-text token doubling as padding."""
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(gpt2_source())
-    tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return _tokenizer(gpt2_source())
 
 
 SMALL_GPT2 = pathlib.Path(__file__).parent / "data" / "small-gpt2"  # made by scripts/train_small_gpt2.py
@@ -100,18 +110,12 @@ def quality_source() -> str:
 
 def load_quality_model(**kwargs):
     """`AutoModelForCausalLM.from_pretrained(quality_source(), **kwargs)`, quietly."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging
-    logging.disable_progress_bar()
-    return AutoModelForCausalLM.from_pretrained(quality_source(), **kwargs)
+    return _model(quality_source(), **kwargs)
 
 
 def load_quality_tokenizer():
     """The tokenizer of `quality_source()`, with the end-of-text token doubling as padding."""
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(quality_source())
-    tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return _tokenizer(quality_source())
 
 
 def is_small_trained(model_or_config) -> bool:
