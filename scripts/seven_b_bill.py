@@ -27,6 +27,13 @@ def _cells(notebook):
             for cell in notebook["cells"] if cell["cell_type"] == "code"]
 
 
+def assignment(source: str, name: str) -> ast.Module:
+    """Only the statements of a cell's `source` that assign `name`, ready to compile."""
+    nodes = [node for node in ast.parse(source).body
+             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)]
+    return ast.Module(body=nodes, type_ignores=[])
+
+
 def calculator(path=SOURCE) -> dict:
     """The namespace Exercise 1's notebook has when it builds the bill: the reference solution's functions, Part 5's
     GPUS and the bill cells, run in notebook order (nothing else: no plots, no transformers)."""
@@ -39,11 +46,10 @@ def calculator(path=SOURCE) -> dict:
     for meta, source in cells:
         if meta.get("solution"):
             exec(compile(source, f"ex1_memory:{meta['grade_id']}", "exec"), ns)  # noqa: S102 - the course's source
-    gpus = [node for node in ast.parse(by_id[GPUS_CELL]).body
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == GPUS_NAME for t in node.targets)]
-    if len(gpus) != 1:
+    gpus = assignment(by_id[GPUS_CELL], GPUS_NAME)
+    if len(gpus.body) != 1:
         raise SystemExit(f"cell {GPUS_CELL} should assign {GPUS_NAME} once")
-    exec(compile(ast.Module(body=gpus, type_ignores=[]), f"ex1_memory:{GPUS_CELL}", "exec"), ns)  # noqa: S102
+    exec(compile(gpus, f"ex1_memory:{GPUS_CELL}", "exec"), ns)  # noqa: S102
     for cid in BILL_CELLS:
         exec(compile(by_id[cid], f"ex1_memory:{cid}", "exec"), ns)  # noqa: S102
     return ns

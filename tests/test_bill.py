@@ -1,7 +1,6 @@
 """The course's one 7B bill (utils/data/seven_b_bill.json, read through utils.bill) is what Exercise 1's
 calculator computes: regenerated here from the reference solution in source/ex1_memory, it must match the file,
 and the notebook's own table must show the same totals."""
-import ast
 import contextlib
 import importlib.util
 import io
@@ -24,10 +23,11 @@ def script():
 
 
 def test_the_json_is_what_exercise_1_computes(script):
-    assert script.compute() == json.loads(PATH.read_text(encoding="utf-8")), (
+    computed, written = script.compute(), PATH.read_text(encoding="utf-8")
+    assert computed == json.loads(written), (
         "utils/data/seven_b_bill.json drifted from Exercise 1's calculator: run `.venv/bin/python "
         "scripts/seven_b_bill.py` and commit the file")
-    assert script.render(script.compute()) == PATH.read_text(encoding="utf-8"), "the file is not in the script's format"
+    assert script.render(computed) == written, "the file is not in the script's format"
 
 
 def test_the_bill_has_the_api_exercise_5_reads():
@@ -52,12 +52,6 @@ def test_the_bill_has_the_api_exercise_5_reads():
     assert seven_b_bill() is not seven_b_bill()  # a fresh copy each time: a caller may change it
 
 
-def _assignment(source, name):
-    nodes = [n for n in ast.parse(source).body
-             if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == name for t in n.targets)]
-    return ast.Module(body=nodes, type_ignores=[])
-
-
 def test_exercise_1_shows_the_same_totals(script):
     """The notebook's Part 8 table and sentence, run on the reference solution, print the file's totals."""
     from utils.selfcheck import expect, reveal
@@ -69,7 +63,7 @@ def test_exercise_1_shows_the_same_totals(script):
     ns.update(expect=expect, reveal=reveal, say=said.append, my_qlora_gb=None,
               # the meta-device count (transformers, seconds) is the notebook's own check of this formula
               count_on_meta=lambda shape: sum(ns["llama_parameters"](**shape).values()))
-    exec(compile(_assignment(cells["code_12"], "MEASURED"), "code_12", "exec"), ns)  # noqa: S102
+    exec(compile(script.assignment(cells["code_12"], "MEASURED"), "code_12", "exec"), ns)  # noqa: S102
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(cells["code_9"], "code_9", "exec"), ns)  # noqa: S102
