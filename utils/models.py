@@ -47,11 +47,17 @@ def _real_gpt2_cached() -> bool:
 
 
 @functools.cache
+def real_gpt2_available() -> bool:
+    """The hub's `gpt2` is cached here or the hub answers: asked once per process (offline, the probe waits)."""
+    return _real_gpt2_cached() or hub_reachable()
+
+
+@functools.cache
 def gpt2_source() -> str:
     """"gpt2" where the real model can be loaded, otherwise the path of the local stand-in.
 
     Set COURSE_OFFLINE=1 to force the stand-in (the tests and CI do)."""
-    if _real_gpt2_cached() or hub_reachable():
+    if real_gpt2_available():
         print("GPT-2: the real pretrained `gpt2` from the Hugging Face hub.")
         return HUB_ID
     path = _build_standin()
@@ -98,7 +104,7 @@ def quality_source() -> str:
 
     The real-size stand-in of `gpt2_source()` has exact counts and memory but random weights, so nothing it
     generates or scores means anything; the small model has learned English verse and does."""
-    if _real_gpt2_cached() or hub_reachable():
+    if real_gpt2_available():
         print("Quality model: the real pretrained `gpt2` from the Hugging Face hub.")
         return HUB_ID
     config = json.loads((SMALL_GPT2 / "config.json").read_text())
